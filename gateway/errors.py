@@ -1,0 +1,88 @@
+"""The errors the gateway raises on purpose.
+
+GatewayError                     # we raised this on purpose
+├── ConfigError                  # bad or missing settings: fail at start-up, naming each
+├── InvalidSessionUuid           # a caller's uuid is not canonical: rejected before any I/O
+└── UpstreamError                # carries method and path, never credentials
+    ├── UpstreamTimeout          # no answer in time: may be retried
+    ├── UpstreamUnavailable      # refused, reset, breaker open: may be retried
+    ├── UpstreamFailed           # 5xx or an unreadable body: may be retried
+    ├── UpstreamRateLimited      # 429, with retry_after
+    └── UpstreamRejected         # other 4xx, with status_code (401 and 403 included)
+        └── SessionNotFound      # 404
+
+Messages never carry a credential or Plivo's raw body; context lives in attributes.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """An error the gateway raised on purpose, with a message safe to show a caller."""
+
+
+class ConfigError(GatewayError):
+    """One or more settings are missing or malformed; `problems` names each of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class InvalidSessionUuid(GatewayError):
+    """A session uuid is not in the canonical 8-4-4-4-12 hex form."""
+
+    def __init__(self) -> None:
+        super().__init__("uuid must be a canonical UUID (8-4-4-4-12 hexadecimal digits)")
+
+
+class UpstreamError(GatewayError):
+    """Plivo (or the transport to it) did not give a usable answer."""
+
+    def __init__(self, message: str, *, method: str, path: str) -> None:
+        self.method = method
+        self.path = path
+        super().__init__(message)
+
+
+class UpstreamTimeout(UpstreamError):
+    """Plivo did not answer within the connect or read timeout."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The connection to Plivo was refused, reset or dropped before a whole answer."""
+
+
+class UpstreamFailed(UpstreamError):
+    """Plivo answered 5xx, or with a body that is not the JSON we expect."""
+
+    def __init__(
+        self, message: str, *, method: str, path: str, status_code: int | None = None
+    ) -> None:
+        self.status_code = status_code
+        super().__init__(message, method=method, path=path)
+
+
+class UpstreamRateLimited(UpstreamError):
+    """Plivo answered 429; `retry_after` holds its Retry-After in seconds when it sent one."""
+
+    def __init__(
+        self, message: str, *, method: str, path: str, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, method=method, path=path)
+
+
+class UpstreamRejected(UpstreamError):
+    """Plivo refused the request with a 4xx other than 429; `status_code` says which."""
+
+    def __init__(self, message: str, *, method: str, path: str, status_code: int) -> None:
+        self.status_code = status_code
+        super().__init__(message, method=method, path=path)
+
+
+class SessionNotFound(UpstreamRejected):
+    """Plivo has no session with that uuid (404)."""
+
+    def __init__(self, *, method: str, path: str) -> None:
+        super().__init__("Plivo has no such session", method=method, path=path, status_code=404)

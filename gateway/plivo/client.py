@@ -1,0 +1,176 @@
+"""PlivoClient: builds every Plivo URL, sends it through one pooled httpx client, maps errors.
+
+Only this module knows Plivo's HTTP: statuses become `UpstreamError`s, bodies become
+`plivo.models` objects. Neither a credential nor a raw body ever reaches a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote
+
+import httpx
+
+from gateway import __version__
+from gateway.errors import (
+    SessionNotFound,
+    UpstreamError,
+    UpstreamFailed,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.plivo.models import MalformedSession, Session, canonical_session_uuid, parse_session
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = (
+    f"plivo-verify-gateway/{__version__} "
+    f"(httpx/{httpx.__version__}; Python {platform.python_version()})"
+)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A Plivo auth id and token; the token never shows in a repr."""
+
+    auth_id: str
+    auth_token: str = field(repr=False)
+
+
+def create_http_client(
+    base_url: str,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    max_connections: int = 100,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The one pooled client an app talks to Plivo through; `transport` replaces the network."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        transport=transport,
+        headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+        timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+class PlivoClient:
+    """Reads Verify sessions from Plivo's REST API (or the built-in simulator)."""
+
+    def __init__(self, http: httpx.AsyncClient, credential: Credential) -> None:
+        self._http = http
+        self.credential = credential
+
+    def session_path(self, session_uuid: str) -> str:
+        """The path of one session; the uuid is validated and percent-encoded."""
+        uuid = quote(canonical_session_uuid(session_uuid), safe="")
+        return f"/v1/Account/{quote(self.credential.auth_id, safe='')}/Verify/Session/{uuid}/"
+
+    async def get_session(self, session_uuid: str) -> Session:
+        """One session; raises `SessionNotFound` for Plivo's 404, `UpstreamError` otherwise."""
+        uuid = canonical_session_uuid(session_uuid)
+        path = self.session_path(uuid)
+        response = await self._send("GET", path, subject=f"session {uuid}")
+        return _read_session(response, path, uuid)
+
+    async def _send(self, method: str, path: str, *, subject: str) -> httpx.Response:
+        auth = (self.credential.auth_id, self.credential.auth_token)
+        started = time.perf_counter()
+        try:
+            response = await self._http.request(method, path, auth=auth)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(
+                f"Plivo did not answer in time for {subject}", method=method, path=path
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(
+                f"the connection to Plivo failed for {subject} ({type(exc).__name__})",
+                method=method,
+                path=path,
+            ) from exc
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        logger.debug("plivo %s %s -> %d in %.1f ms", method, path, response.status_code, elapsed_ms)
+        _raise_for_status(response, method, path, subject)
+        return response
+
+
+def _raise_for_status(response: httpx.Response, method: str, path: str, subject: str) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if status == 404:
+        raise SessionNotFound(method=method, path=path)
+    if status == 429:
+        raise UpstreamRateLimited(
+            f"Plivo rate-limited the request for {subject}",
+            method=method,
+            path=path,
+            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+        )
+    if status >= 500:
+        raise UpstreamFailed(
+            f"Plivo failed (HTTP {status}) for {subject}",
+            method=method,
+            path=path,
+            status_code=status,
+        )
+    raise UpstreamRejected(
+        f"Plivo rejected the request (HTTP {status}) for {subject}",
+        method=method,
+        path=path,
+        status_code=status,
+    )
+
+
+def _read_session(response: httpx.Response, path: str, uuid: str) -> Session:
+    try:
+        session = parse_session(json.loads(response.content, parse_float=Decimal))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # incl. MalformedSession
+        reason = str(exc) if isinstance(exc, MalformedSession) else "not JSON"
+        raise UpstreamFailed(
+            f"Plivo's answer for session {uuid} is unreadable ({reason})",
+            method="GET",
+            path=path,
+            status_code=response.status_code,
+        ) from exc
+    if session.session_uuid.lower() != uuid:
+        raise UpstreamFailed(
+            f"Plivo answered with another session than {uuid}",
+            method="GET",
+            path=path,
+            status_code=response.status_code,
+        )
+    return session
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+__all__ = ["Credential", "PlivoClient", "UpstreamError", "create_http_client"]

@@ -1,0 +1,91 @@
+"""Settings from the environment: defaults, validation, every problem named at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import Settings
+from gateway.errors import ConfigError
+
+VALID = {"PLIVO_AUTH_ID": "MAODZKMDFJMJU3MTEYNG", "PLIVO_AUTH_TOKEN": "tok"}
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env(VALID)
+    assert settings.plivo_api_url == "https://api.plivo.com"
+    assert (settings.host, settings.port, settings.env) == ("127.0.0.1", 8000, "development")
+    assert not settings.is_production
+    assert settings.connect_timeout > 0
+    assert settings.read_timeout > 0
+
+
+def test_every_setting_is_read() -> None:
+    settings = Settings.from_env(
+        VALID
+        | {
+            "PLIVO_API_URL": "http://127.0.0.1:8001/",
+            "GATEWAY_HOST": "0.0.0.0",
+            "GATEWAY_PORT": "9000",
+            "GATEWAY_ENV": "production",
+            "PLIVO_CONNECT_TIMEOUT": "0.5",
+            "PLIVO_READ_TIMEOUT": "4",
+            "GATEWAY_LOG_LEVEL": "debug",
+            "GATEWAY_GRAPHIQL_ASSETS": "/srv/assets",
+        }
+    )
+    assert settings.plivo_api_url == "http://127.0.0.1:8001"
+    assert (settings.host, settings.port) == ("0.0.0.0", 9000)
+    assert settings.is_production
+    assert (settings.connect_timeout, settings.read_timeout) == (0.5, 4.0)
+    assert settings.log_level == "DEBUG"
+    assert settings.graphiql_assets == "/srv/assets"
+
+
+def test_subaccount_ids_are_accepted() -> None:
+    assert Settings.from_env(
+        VALID | {"PLIVO_AUTH_ID": "SAODZKMDFJMJU3MTEYNG"}
+    ).plivo_auth_id.startswith("SA")
+
+
+def test_the_token_never_shows_in_repr() -> None:
+    assert "zzz-secret" not in repr(Settings.from_env(VALID | {"PLIVO_AUTH_TOKEN": "zzz-secret"}))
+
+
+def test_missing_required_settings_are_all_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({})
+    assert caught.value.problems == ["PLIVO_AUTH_ID is not set", "PLIVO_AUTH_TOKEN is not set"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PLIVO_AUTH_ID", "MA123"),
+        ("PLIVO_AUTH_ID", "maodzkmdfjmju3mteyng"),
+        ("PLIVO_AUTH_ID", "XAODZKMDFJMJU3MTEYNG"),
+        ("PLIVO_API_URL", "ftp://example.com"),
+        ("PLIVO_API_URL", "https://user:pw@example.com"),
+        ("PLIVO_API_URL", "https://example.com/?q=1"),
+        ("PLIVO_API_URL", "not a url"),
+        ("GATEWAY_PORT", "0"),
+        ("GATEWAY_PORT", "70000"),
+        ("GATEWAY_PORT", "http"),
+        ("GATEWAY_ENV", "staging"),
+        ("PLIVO_READ_TIMEOUT", "0"),
+        ("PLIVO_READ_TIMEOUT", "nan"),
+        ("PLIVO_CONNECT_TIMEOUT", "-1"),
+        ("GATEWAY_LOG_LEVEL", "chatty"),
+    ],
+)
+def test_malformed_settings_are_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(VALID | {name: value})
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(f"{name} ")
+
+
+def test_several_problems_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"PLIVO_AUTH_ID": "bad", "GATEWAY_PORT": "x", "GATEWAY_ENV": "qa"})
+    names = [problem.split()[0] for problem in caught.value.problems]
+    assert names == ["PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "GATEWAY_PORT", "GATEWAY_ENV"]
