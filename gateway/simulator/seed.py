@@ -1,0 +1,100 @@
+"""The simulator's sessions: every fixture, plus generated sessions in every status."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from decimal import Decimal
+
+from gateway import fixtures
+
+STATUSES = ("in-progress", "verified", "expired")
+GENERATED_PER_STATUS = 4
+
+
+def seed_sessions(rng_seed: int = 2023) -> dict[str, dict[str, object]]:
+    """Session bodies by lowercase uuid, as a GET returns them (`api_id` first)."""
+    rng = random.Random(rng_seed)
+    sessions: dict[str, dict[str, object]] = {}
+    for body in fixtures.session_fixtures().values():
+        sessions[str(body["session_uuid"]).lower()] = with_api_id(body, rng)
+    for status in STATUSES:
+        for index in range(GENERATED_PER_STATUS):
+            body = generated_session(rng, status=status, channel=("sms", "voice")[index % 2])
+            sessions[str(body["session_uuid"])] = body
+    return sessions
+
+
+def with_api_id(body: dict[str, object], rng: random.Random) -> dict[str, object]:
+    """The body with an `api_id` first, keeping the fixture's own when it has one."""
+    api_id = body.get("api_id") or str(_uuid4(rng))
+    return {"api_id": api_id, **{k: v for k, v in body.items() if k != "api_id"}}
+
+
+def generated_session(rng: random.Random, *, status: str, channel: str) -> dict[str, object]:
+    """A plausible session: attempts, charges that add up, `+05:30` or `Z` times."""
+    session_uuid = str(_uuid4(rng))
+    offset = rng.choice(("Z", "+05:30"))
+    minute = rng.randrange(0, 50)
+    attempts: list[dict[str, object]] = []
+    charges: list[dict[str, object]] = []
+    for index in range(rng.randrange(1, 4)):
+        attempt_channel = channel if index == 0 else rng.choice(("sms", "voice"))
+        attempt_uuid = str(_uuid4(rng))
+        attempts.append(
+            {
+                "channel": attempt_channel,
+                "attempt_uuid": attempt_uuid,
+                "status": rng.choice(("delivered", "failed"))
+                if attempt_channel == "sms"
+                else "answer",
+                "time": f"2024-03-0{index + 1}T10:{minute + index:02d}:05.123456{offset}",
+            }
+        )
+        charge = Decimal(rng.choice(("0.00000", "0.03300", "0.08000")))
+        charges.append(
+            {"attempt_uuid": attempt_uuid, "channel": attempt_channel, "charge": str(charge)}
+        )
+    validation = Decimal("0.05") if status == "verified" else Decimal("0.0000")
+    total = validation + sum((Decimal(str(c["charge"])) for c in charges), Decimal(0))
+    return {
+        "api_id": str(_uuid4(rng)),
+        "session_uuid": session_uuid,
+        "app_uuid": "ec66515e-86f6-4507-8620-31c039538d7a",
+        "alias": "default_verify_app",
+        "recipient": f"9198{rng.randrange(10**7, 10**8)}",
+        "channel": channel,
+        "status": status,
+        "count": len(attempts),
+        "requestor_ip": "203.0.113.7",
+        "destination_country_iso2": "IN",
+        "destination_network": rng.choice(("Jio", "AirTel", None)),
+        "attempt_details": attempts,
+        "charges": {
+            "total_charge": str(total),
+            "validation_charge": str(validation),
+            "attempt_charges": charges,
+        },
+        "created_at": f"2024-03-01T10:{minute:02d}:00.000001{offset}",
+        "updated_at": str(attempts[-1]["time"]),
+    }
+
+
+class BenchTemplate:
+    """Bench mode: any canonical uuid answers the docs example with that uuid, cheaply."""
+
+    def __init__(self) -> None:
+        body = fixtures.load("get-docs-example")
+        assert isinstance(body, dict)
+        marker = "__SESSION_UUID__"
+        head, tail = json.dumps({**body, "session_uuid": marker}).split(marker)
+        self._head, self._tail = head.encode(), tail.encode()
+
+    def render(self, session_uuid: str) -> bytes:
+        """The body for `session_uuid`."""
+        return self._head + session_uuid.encode() + self._tail
+
+
+def _uuid4(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
