@@ -1,0 +1,204 @@
+"""The `plivo-gateway` command: serve | simulate | demo | export-schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import string
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway import __version__
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.errors import ConfigError
+from gateway.fixtures import DOCS_EXAMPLE_UUID
+from gateway.schema import build_schema
+from gateway.simulator import SimulatorSettings, create_simulator
+
+logger = logging.getLogger("gateway")
+PROG = "plivo-gateway"
+DEMO_QUERY = (
+    '{ session(uuid: "%s") { sessionUuid status channel'
+    " attempts { channel status charge } charges { totalCharge } } }"
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    _configure_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    try:
+        code: int = args.run(args)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="A GraphQL gateway for Plivo Verify.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway (settings from the environment)")
+    serve.add_argument("--host", help="overrides GATEWAY_HOST")
+    serve.add_argument("--port", type=int, help="overrides GATEWAY_PORT")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.set_defaults(run=serve_command)
+
+    simulate = commands.add_parser("simulate", help="run the built-in Plivo simulator")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8001)
+    simulate.add_argument("--latency-ms", type=float, default=0.0, help="delay on every answer")
+    simulate.add_argument("--fault", help="standing fault: an HTTP status, garbage, reset or slow")
+    simulate.add_argument("--bench", action="store_true", help="any canonical uuid answers")
+    simulate.set_defaults(run=simulate_command)
+
+    demo = commands.add_parser("demo", help="the gateway in front of the simulator, one command")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--simulator-port", type=int, default=8001)
+    demo.set_defaults(run=demo_command)
+
+    export = commands.add_parser("export-schema", help="print the schema's SDL")
+    export.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    export.set_defaults(run=export_schema_command)
+    return parser
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """`serve`: settings from the environment, then uvicorn."""
+    settings = Settings.from_env()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    logger.info(
+        "serving on http://%s:%d/graphql (%s), Plivo at %s",
+        host,
+        port,
+        settings.env,
+        settings.plivo_api_url,
+    )
+    if args.workers > 1:
+        uvicorn.run(
+            "gateway.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers,
+            access_log=False,
+            log_config=None,
+        )
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+    return 0
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    """`simulate`: the Plivo simulator, accepting PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN."""
+    auth_id = os.environ.get("PLIVO_AUTH_ID", "")
+    token = os.environ.get("PLIVO_AUTH_TOKEN", "")
+    missing = [
+        name
+        for name, value in (("PLIVO_AUTH_ID", auth_id), ("PLIVO_AUTH_TOKEN", token))
+        if not value
+    ]
+    if missing:
+        raise ConfigError([f"{name} is not set" for name in missing])
+    try:
+        settings = SimulatorSettings(auth_id, token, args.latency_ms, args.fault, args.bench)
+        app = create_simulator(settings)
+    except ValueError as exc:
+        raise ConfigError([f"--fault {exc}"]) from exc
+    logger.info("Plivo simulator on http://%s:%d (account %s)", args.host, args.port, auth_id)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """`demo`: a generated credential, the simulator and the gateway in one process."""
+    auth_id = "MA" + "".join(
+        secrets.choice(string.ascii_uppercase + string.digits) for _ in range(18)
+    )
+    token = secrets.token_urlsafe(24)
+    simulator_url = f"http://{args.host}:{args.simulator_port}"
+    overlay = {
+        "PLIVO_AUTH_ID": auth_id,
+        "PLIVO_AUTH_TOKEN": token,
+        "PLIVO_API_URL": simulator_url,
+        "GATEWAY_ENV": "development",
+    }
+    settings = Settings.from_env({**os.environ, **overlay})
+    simulator = create_simulator(SimulatorSettings(auth_id, token))
+    print(demo_banner(args.host, args.port, simulator_url, auth_id), flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_both(create_app(settings), simulator, args))
+    return 0
+
+
+async def _serve_both(gateway: Starlette, simulator: Starlette, args: argparse.Namespace) -> None:
+    sim_server = _QuietSignalsServer(
+        uvicorn.Config(
+            simulator, host=args.host, port=args.simulator_port, access_log=False, log_config=None
+        )
+    )
+    gateway_server = uvicorn.Server(
+        uvicorn.Config(gateway, host=args.host, port=args.port, access_log=False, log_config=None)
+    )
+    sim_task = asyncio.create_task(sim_server.serve())
+    try:
+        await gateway_server.serve()
+    finally:
+        sim_server.should_exit = True
+        await sim_task
+
+
+class _QuietSignalsServer(uvicorn.Server):
+    """A server that leaves signal handling to the other server in the same process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def demo_banner(host: str, port: int, simulator_url: str, auth_id: str) -> str:
+    """What `demo` prints: where GraphiQL is, and a curl for the docs example session."""
+    body = json.dumps({"query": DEMO_QUERY % DOCS_EXAMPLE_UUID})
+    url = f"http://{host}:{port}/graphql"
+    return "\n".join(
+        [
+            f"plivo-verify-gateway {__version__} demo",
+            f"  GraphiQL:  {url}",
+            f"  simulator: {simulator_url} (account {auth_id}, generated for this run)",
+            "  try:",
+            f"  curl -s {url} -H 'content-type: application/json' -d '{body}'",
+        ]
+    )
+
+
+def export_schema_command(args: argparse.Namespace) -> int:
+    """`export-schema`: the SDL of the schema built with default settings."""
+    sdl = str(build_schema()) + "\n"
+    if args.output is None:
+        sys.stdout.write(sdl)
+    else:
+        args.output.write_text(sdl, encoding="utf-8")
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
