@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gateway import fixtures
-from tests.conftest import AUTH_ID, AUTH_TOKEN
+from tests.conftest import AUTH_ID, AUTH_TOKEN, Simulator
 from tests.servers import free_port, process, wait_for_http
 
 pytestmark = pytest.mark.e2e
@@ -48,3 +48,21 @@ def test_serve_in_front_of_simulate_over_http(tmp_path: Path) -> None:
         }
     }
     assert stats["by_session"] == {fixtures.DOCS_EXAMPLE_UUID: 1}
+
+
+def test_serve_with_two_workers_answers(tmp_path: Path, simulator: Simulator) -> None:
+    port = free_port()
+    env = {
+        "PLIVO_AUTH_ID": AUTH_ID,
+        "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
+        "PLIVO_API_URL": simulator.url,
+    }
+    args = ("serve", "--port", str(port), "--workers", "2")
+    with process(*args, env=env, log=tmp_path / "gateway.log"):
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/graphql",
+            json={"query": f'{{ session(uuid: "{fixtures.DOCS_EXAMPLE_UUID}") {{ status }} }}'},
+            timeout=10,
+        )
+    assert response.json() == {"data": {"session": {"status": "EXPIRED"}}}
