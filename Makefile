@@ -5,14 +5,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 GRAPHIQL_ASSETS := gateway/static/node_modules/.package-lock.json
-SOURCES := gateway tests
+SOURCES := gateway tests bench
 
-.PHONY: help install assets demo test lint typecheck importlint hadolint pytest schema clean
+.PHONY: help install assets demo test lint typecheck importlint hadolint pytest schema bench-herd clean
 
 help:
 	@echo "make demo    install, then run the gateway in front of the built-in Plivo simulator"
 	@echo "make test    install, then ruff, mypy --strict, import-linter, hadolint, pytest"
 	@echo "make schema  regenerate schema.graphql from the code"
+	@echo "make bench-herd  the herd benchmark; rewrites its section of BENCHMARKS.md"
 
 install: $(INSTALLED) assets
 
@@ -57,6 +58,9 @@ pytest:
 
 schema: $(INSTALLED)
 	$(BIN)/plivo-gateway export-schema --output schema.graphql
+
+bench-herd: install
+	$(BIN)/python -m bench.herd --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) gateway/static/node_modules .coverage .mypy_cache .ruff_cache .pytest_cache

@@ -14,12 +14,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import graphiql
+from gateway.cache import SessionCache, create_cache
 from gateway.config import Settings
 from gateway.endpoint import GraphQLEndpoint
 from gateway.plivo.client import Credential, PlivoClient, create_http_client
 from gateway.schema import SchemaOptions, build_schema
 from gateway.schema.context import Context
-from gateway.sessions import SessionService
+from gateway.sessions import CachePolicy, SessionService
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,34 @@ def asset_endpoint(files: dict[str, Path]) -> Callable[[Request], Awaitable[Resp
     return asset
 
 
+def build_cache(settings: Settings) -> SessionCache:
+    """Memory by default, Redis for a fleet, or none at all (GATEWAY_CACHE_URL=none)."""
+    if settings.cache_url == "none":
+        return SessionCache()
+    return create_cache(
+        settings.cache_url, max_entries=settings.cache_max_entries, timeout=settings.cache_timeout
+    )
+
+
+def cache_policy(settings: Settings) -> CachePolicy:
+    """TTLs and stale windows from settings; a fetch lease as long as one upstream call."""
+    return CachePolicy(
+        terminal_ttl=settings.ttl_terminal,
+        in_progress_ttl=settings.ttl_in_progress,
+        not_found_ttl=settings.ttl_not_found,
+        stale_while_revalidate=settings.stale_while_revalidate,
+        stale_if_error=settings.stale_if_error,
+        fetch_lease=settings.connect_timeout + settings.read_timeout + 1.0,
+        key_prefix=settings.cache_prefix,
+    )
+
+
+def wants_refresh(request: Request) -> bool:
+    """`Cache-Control: no-cache` asks for a copy fresh from Plivo."""
+    directives = request.headers.get("cache-control", "").lower().split(",")
+    return any(directive.strip() == "no-cache" for directive in directives)
+
+
 def create_app(
     settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> Starlette:
@@ -55,14 +84,21 @@ def create_app(
             transport=transport,
         )
         credential = Credential(settings.plivo_auth_id, settings.plivo_auth_token)
-        app.state.sessions = SessionService(PlivoClient(http, credential))
+        cache = build_cache(settings)
+        app.state.sessions = SessionService(
+            PlivoClient(http, credential),
+            cache,
+            cache_policy(settings),
+            base_url=settings.plivo_api_url,
+        )
         try:
             yield
         finally:
             await http.aclose()
+            await cache.close()
 
     def context(request: Request) -> Context:
-        return Context(sessions=request.app.state.sessions)
+        return Context(sessions=request.app.state.sessions, refresh=wants_refresh(request))
 
     schema = build_schema(SchemaOptions(introspection=not settings.is_production))
     routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]

@@ -35,6 +35,15 @@ class Settings:
     read_timeout: float = 10.0
     log_level: str = "INFO"
     graphiql_assets: str | None = None
+    cache_url: str | None = field(default=None, repr=False)
+    cache_prefix: str = "pvg"
+    cache_max_entries: int = 10_000
+    cache_timeout: float = 0.25
+    ttl_terminal: float = 3600.0
+    ttl_in_progress: float = 2.0
+    ttl_not_found: float = 5.0
+    stale_while_revalidate: float = 10.0
+    stale_if_error: float = 300.0
 
     @property
     def is_production(self) -> bool:
@@ -56,6 +65,17 @@ class Settings:
             "read_timeout": reader.optional("PLIVO_READ_TIMEOUT", _seconds),
             "log_level": reader.optional("GATEWAY_LOG_LEVEL", _log_level),
             "graphiql_assets": reader.optional("GATEWAY_GRAPHIQL_ASSETS", _non_empty),
+            "cache_url": reader.optional("GATEWAY_CACHE_URL", _cache_url),
+            "cache_prefix": reader.optional("GATEWAY_CACHE_PREFIX", _key_prefix),
+            "cache_max_entries": reader.optional("GATEWAY_CACHE_MAX_ENTRIES", _positive_int),
+            "cache_timeout": reader.optional("GATEWAY_CACHE_TIMEOUT", _seconds),
+            "ttl_terminal": reader.optional("GATEWAY_CACHE_TTL_TERMINAL", _duration),
+            "ttl_in_progress": reader.optional("GATEWAY_CACHE_TTL_IN_PROGRESS", _duration),
+            "ttl_not_found": reader.optional("GATEWAY_CACHE_TTL_NOT_FOUND", _duration),
+            "stale_while_revalidate": reader.optional(
+                "GATEWAY_CACHE_STALE_WHILE_REVALIDATE", _duration
+            ),
+            "stale_if_error": reader.optional("GATEWAY_CACHE_STALE_IF_ERROR", _duration),
         }
         if reader.problems:
             raise ConfigError(reader.problems)
@@ -129,6 +149,43 @@ def _seconds(raw: str) -> float:
         value = -1.0
     if not 0 < value <= 600:
         raise ValueError("must be a number of seconds above 0 and at most 600")
+    return value
+
+
+def _cache_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if raw in ("memory", "none"):
+        return raw
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("must be memory, none, or a redis:// or rediss:// URL with a host")
+    if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError("must name the Redis database by number (redis://host:6379/0)")
+    try:
+        parts.port  # noqa: B018  (a malformed port raises here)
+    except ValueError as exc:
+        raise ValueError("has a malformed port") from exc
+    return raw
+
+
+def _key_prefix(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", raw):
+        raise ValueError("must be 1 to 64 letters, digits, '_', '.' or '-'")
+    return raw
+
+
+def _positive_int(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return int(raw)
+
+
+def _duration(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400 * 7:
+        raise ValueError("must be a number of seconds from 0 to 604800")
     return value
 
 

@@ -1,22 +1,175 @@
-"""SessionService: what the resolvers call to read Verify sessions."""
+"""SessionService: what the resolvers call. Cache, single-flight and Plivo, in that order.
+
+One lookup of a session that is not fresh in the cache becomes one upstream call per
+process (concurrent lookups share an in-flight task) and, with a shared cache, one per
+fleet (the fetch lock in the cache; waiters poll the cache for the holder's result and
+fetch themselves only when the holder vanished or the wait ran out).
+"""
 
 from __future__ import annotations
 
-from gateway.errors import SessionNotFound
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from gateway.cache import CacheEntry, SessionCache
+from gateway.errors import SessionNotFound, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from gateway.plivo.client import PlivoClient
 from gateway.plivo.models import Session, canonical_session_uuid
 
+logger = logging.getLogger(__name__)
+Source = Literal["hit", "miss", "stale"]
+T = TypeVar("T")
+STALE_IF_ERROR = (UpstreamFailed, UpstreamTimeout, UpstreamUnavailable)
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """How long answers stay fresh, and how long stale ones may still be served."""
+
+    terminal_ttl: float = 3600.0
+    in_progress_ttl: float = 2.0
+    not_found_ttl: float = 5.0
+    stale_while_revalidate: float = 10.0
+    stale_if_error: float = 300.0
+    fetch_lease: float = 15.0
+    key_prefix: str = "pvg"
+
+    def ttl_for(self, session: Session | None) -> float:
+        """Terminal sessions long, in-progress (and unknown) short, Plivo's 404 short."""
+        if session is None:
+            return self.not_found_ttl
+        return self.terminal_ttl if session.status.is_terminal else self.in_progress_ttl
+
+    @property
+    def keep_for(self) -> float:
+        """How long past freshness an entry stays in the backend, for stale serving."""
+        return max(self.stale_while_revalidate, self.stale_if_error)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A session (None for Plivo's 404), where it came from, and how old it is in seconds."""
+
+    session: Session | None
+    source: Source
+    age: float
+
 
 class SessionService:
-    """Reads sessions through the Plivo client; a session Plivo does not know is None."""
+    """Reads sessions for one credential through the cache, coalescing identical lookups."""
 
-    def __init__(self, client: PlivoClient) -> None:
+    def __init__(
+        self, client: PlivoClient, cache: SessionCache, policy: CachePolicy, *, base_url: str
+    ) -> None:
         self._client = client
+        self._cache = cache
+        self._policy = policy
+        credential = client.credential
+        digest = hashlib.sha256(f"{credential.auth_id}:{credential.auth_token}".encode())
+        self._namespace = f"{base_url}:{credential.auth_id}:{digest.hexdigest()[:32]}"
+        self._flights: dict[str, asyncio.Task[Lookup]] = {}
+        self._reads: dict[str, asyncio.Task[CacheEntry | None]] = {}
 
-    async def get(self, session_uuid: str) -> Session | None:
-        """The session, or None for Plivo's 404; other upstream failures raise."""
+    def cache_key(self, session_uuid: str) -> str:
+        """Names the upstream, the account, a digest of the credential and the uuid."""
+        return f"{self._policy.key_prefix}:session:{self._namespace}:{session_uuid}"
+
+    async def get(self, session_uuid: str, *, refresh: bool = False) -> Lookup:
+        """The session; `refresh` skips the cached copy (still coalesced with other fetches)."""
         uuid = canonical_session_uuid(session_uuid)
+        key = self.cache_key(uuid)
+        entry = None if refresh else await self._read(key)
+        now = time.time()
+        if entry is not None:
+            if now < entry.fresh_until:
+                return Lookup(entry.session, "hit", now - entry.stored_at)
+            if now < entry.fresh_until + self._policy.stale_while_revalidate:
+                self._flight(key, uuid)  # one background refresh, shared with lookups
+                return Lookup(entry.session, "stale", now - entry.stored_at)
         try:
-            return await self._client.get_session(uuid)
+            return await asyncio.shield(self._flight(key, uuid))
+        except STALE_IF_ERROR:
+            fallback = entry or await self._read(key)
+            if fallback is None or now - fallback.fresh_until > self._policy.stale_if_error:
+                raise
+            logger.warning("serving a stale copy of session %s: Plivo failed", uuid)
+            return Lookup(fallback.session, "stale", now - fallback.stored_at)
+
+    async def _read(self, key: str) -> CacheEntry | None:
+        """A cache read; concurrent reads of one key share one round trip to a shared cache."""
+        if not self._cache.shared:
+            return await self._cache.get(key)
+        task = self._reads.get(key)
+        if task is None:
+            task = asyncio.create_task(self._cache.get(key))
+            self._reads[key] = task
+            task.add_done_callback(lambda done: self._forget(self._reads, key, done))
+        return await asyncio.shield(task)
+
+    @staticmethod
+    def _forget(tasks: dict[str, asyncio.Task[T]], key: str, task: asyncio.Task[T]) -> None:
+        if tasks.get(key) is task:
+            del tasks[key]
+
+    def _flight(self, key: str, uuid: str) -> asyncio.Task[Lookup]:
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch_once_in_fleet(key, uuid))
+            self._flights[key] = task
+            task.add_done_callback(lambda done: self._landed(key, done))
+        return task
+
+    def _landed(self, key: str, task: asyncio.Task[Lookup]) -> None:
+        self._forget(self._flights, key, task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("fetch of %s failed: %r", key, task.exception())
+
+    async def _fetch_once_in_fleet(self, key: str, uuid: str) -> Lookup:
+        lock_key = f"{self._policy.key_prefix}:lock:{key}"
+        token = secrets.token_hex(8)
+        started, deadline = time.time(), time.monotonic() + self._policy.fetch_lease
+        while True:
+            if await self._cache.try_lock(lock_key, token, self._policy.fetch_lease):
+                try:
+                    return await self._fetch_and_store(key, uuid, token)
+                finally:
+                    await self._cache.unlock(lock_key, token)
+            landed = await self._await_holder(key, lock_key, started, deadline)
+            if landed is not None:
+                return landed
+            if time.monotonic() > deadline:  # never wait past one upstream call's time
+                return await self._fetch_and_store(key, uuid, token)
+
+    async def _await_holder(
+        self, key: str, lock_key: str, started: float, deadline: float
+    ) -> Lookup | None:
+        """Another instance is fetching: its result, or None once it let go without one."""
+        awaited: set[str] = set()
+        pause = 0.005
+        while time.monotonic() <= deadline:
+            entry = await self._cache.get(key)
+            if entry is not None and (entry.flight in awaited or entry.stored_at >= started):
+                return Lookup(entry.session, "hit", max(0.0, time.time() - entry.stored_at))
+            holder = await self._cache.lock_holder(lock_key)
+            if holder is None:
+                return None
+            awaited.add(holder)
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 0.05)
+        return None
+
+    async def _fetch_and_store(self, key: str, uuid: str, token: str) -> Lookup:
+        try:
+            session: Session | None = await self._client.get_session(uuid)
         except SessionNotFound:
-            return None
+            session = None
+        ttl = self._policy.ttl_for(session)
+        now = time.time()
+        entry = CacheEntry(session, stored_at=now, fresh_until=now + ttl, flight=token)
+        await self._cache.set(key, entry, ttl + self._policy.keep_for)
+        return Lookup(session, "miss", 0.0)

@@ -12,6 +12,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
+from gateway.cache import RedisSessionCache
 from gateway.config import Settings
 from gateway.simulator import SimulatorSettings, create_simulator
 from tests.servers import serve_in_thread
@@ -114,3 +115,18 @@ async def graphql(
     assert response.status_code == 200, response.text
     body: dict[str, object] = response.json()
     return body
+
+
+@pytest.fixture
+async def shared_redis() -> AsyncIterator[tuple[RedisSessionCache, str]]:
+    """A cache on the real Redis at 127.0.0.1:6379 and a key prefix of the test's own."""
+    from tests.redis_server import require_shared_redis, unique_prefix
+
+    cache = RedisSessionCache(require_shared_redis(), timeout=1.0)
+    prefix = unique_prefix()
+    yield cache, prefix
+    client = cache._cache.client
+    keys = await client.keys(f"{prefix}*")
+    if keys:
+        await client.delete(*keys)
+    await cache.close()

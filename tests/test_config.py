@@ -89,3 +89,49 @@ def test_several_problems_are_reported_together() -> None:
         Settings.from_env({"PLIVO_AUTH_ID": "bad", "GATEWAY_PORT": "x", "GATEWAY_ENV": "qa"})
     names = [problem.split()[0] for problem in caught.value.problems]
     assert names == ["PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "GATEWAY_PORT", "GATEWAY_ENV"]
+
+
+def test_cache_settings() -> None:
+    settings = Settings.from_env(
+        VALID
+        | {
+            "GATEWAY_CACHE_URL": "rediss://:p%40ss@redis.internal:6380/2",
+            "GATEWAY_CACHE_PREFIX": "prod-eu",
+            "GATEWAY_CACHE_MAX_ENTRIES": "500",
+            "GATEWAY_CACHE_TIMEOUT": "0.1",
+            "GATEWAY_CACHE_TTL_TERMINAL": "60",
+            "GATEWAY_CACHE_TTL_IN_PROGRESS": "1",
+            "GATEWAY_CACHE_TTL_NOT_FOUND": "0",
+            "GATEWAY_CACHE_STALE_WHILE_REVALIDATE": "3",
+            "GATEWAY_CACHE_STALE_IF_ERROR": "30",
+        }
+    )
+    assert settings.cache_url == "rediss://:p%40ss@redis.internal:6380/2"
+    assert "p%40ss" not in repr(settings)
+    assert (settings.cache_prefix, settings.cache_max_entries, settings.cache_timeout) == (
+        "prod-eu",
+        500,
+        0.1,
+    )
+    assert (settings.ttl_terminal, settings.ttl_in_progress, settings.ttl_not_found) == (60, 1, 0)
+    assert (settings.stale_while_revalidate, settings.stale_if_error) == (3, 30)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GATEWAY_CACHE_URL", "memcached://x"),
+        ("GATEWAY_CACHE_URL", "redis://"),
+        ("GATEWAY_CACHE_URL", "redis://host:6379/zero"),
+        ("GATEWAY_CACHE_URL", "redis://:secretpw@host:port/0"),
+        ("GATEWAY_CACHE_PREFIX", "has space"),
+        ("GATEWAY_CACHE_MAX_ENTRIES", "0"),
+        ("GATEWAY_CACHE_TTL_TERMINAL", "-1"),
+        ("GATEWAY_CACHE_STALE_IF_ERROR", "forever"),
+    ],
+)
+def test_malformed_cache_settings_are_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(VALID | {name: value})
+    assert caught.value.problems[0].startswith(f"{name} ")
+    assert "secretpw" not in caught.value.problems[0]

@@ -14,7 +14,7 @@ from gateway import fixtures, graphiql
 from tests.conftest import Simulator, gateway_client, make_settings
 
 QUERY = f'{{ session(uuid: "{fixtures.DOCS_EXAMPLE_UUID}") {{ sessionUuid status }} }}'
-EXPECTED = {"data": {"session": {"sessionUuid": fixtures.DOCS_EXAMPLE_UUID, "status": "EXPIRED"}}}
+EXPECTED = {"session": {"sessionUuid": fixtures.DOCS_EXAMPLE_UUID, "status": "EXPIRED"}}
 
 
 def error_code(response: httpx.Response) -> str:
@@ -28,7 +28,7 @@ async def test_post_json_answers(gateway: httpx.AsyncClient) -> None:
     response = await gateway.post("/graphql", json={"query": QUERY})
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == EXPECTED
+    assert response.json()["data"] == EXPECTED
 
 
 async def test_get_with_query_string_answers(gateway: httpx.AsyncClient) -> None:
@@ -38,7 +38,7 @@ async def test_get_with_query_string_answers(gateway: httpx.AsyncClient) -> None
         "/graphql", params={"query": query, "variables": variables, "operationName": "S"}
     )
     assert response.status_code == 200
-    assert response.json() == EXPECTED
+    assert response.json()["data"] == EXPECTED
 
 
 async def test_graphql_response_media_type_is_used_when_accepted(
@@ -48,7 +48,7 @@ async def test_graphql_response_media_type_is_used_when_accepted(
     response = await gateway.post("/graphql", json={"query": QUERY}, headers=headers)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/graphql-response+json"
-    assert response.json() == EXPECTED
+    assert response.json()["data"] == EXPECTED
 
 
 @pytest.mark.parametrize(

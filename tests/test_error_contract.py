@@ -38,7 +38,10 @@ async def test_404_becomes_null_without_error(
 ) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
     body = await graphql(gateway, QUERY, {"uuid": missing})
-    assert body == {"data": {"session": None}}
+    assert body == {
+        "data": {"session": None},
+        "extensions": {"cache": {missing: {"status": "miss", "age": 0.0}}},
+    }
     assert simulator.served(missing) == 1
 
 

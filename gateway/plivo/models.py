@@ -259,3 +259,52 @@ def _log_unknown_once(kind: str, value: str) -> None:
 
 def _log_unknown(kind: str, value: object) -> None:
     _log_unknown_once(kind, str(value)[:40])
+
+
+def dump_session(session: Session) -> dict[str, object]:
+    """The session in Plivo's wire format; `parse_session(dump_session(s)) == s`."""
+    body: dict[str, object] = {
+        "api_id": session.api_id,
+        "session_uuid": session.session_uuid,
+        "app_uuid": session.app_uuid,
+        "alias": session.alias,
+        "recipient": session.recipient,
+        "channel": session.channel.value,
+        "status": session.status.value,
+        "count": session.count,
+        "locale": session.locale,
+        "requestor_ip": session.requestor_ip,
+        "destination_country_iso2": session.destination_country_iso2,
+        "destination_network": session.destination_network,
+        "attempt_details": [_dump_attempt(attempt) for attempt in session.attempts],
+        "charges": {
+            "total_charge": str(session.charges.total_charge),
+            "validation_charge": str(session.charges.validation_charge),
+            "attempt_charges": [
+                {
+                    "attempt_uuid": c.attempt_uuid,
+                    "channel": c.channel.value,
+                    "charge": str(c.charge),
+                }
+                for c in session.charges.attempt_charges
+            ],
+        },
+        "created_at": session.created_at,
+        "updated_at": session.updated_at,
+    }
+    return body
+
+
+def _dump_attempt(attempt: Attempt) -> dict[str, object]:
+    body: dict[str, object] = {
+        "channel": attempt.channel.value,
+        "status": attempt.status,
+        "time": attempt.time,
+    }
+    if attempt.attempt_uuid is not None:
+        body["attempt_uuid"] = attempt.attempt_uuid
+    if attempt.dtmf is not None:
+        body["dtmf"] = attempt.dtmf
+    if attempt.fraud_check is not None:
+        body["fraud_check"] = attempt.fraud_check
+    return body

@@ -10,6 +10,7 @@ from strawberry.extensions import DisableIntrospection, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from gateway.schema.cache_report import CacheReport
 from gateway.schema.errors import ErrorContract
 from gateway.schema.scalars import SCALAR_MAP
 from gateway.schema.sessions import Query
@@ -34,7 +35,7 @@ class GatewaySchema(strawberry.Schema):
 def build_schema(options: SchemaOptions | None = None) -> strawberry.Schema:
     """The gateway's schema, assembled from `options`."""
     options = options or SchemaOptions()
-    extensions: list[type[SchemaExtension]] = [ErrorContract]
+    extensions: list[type[SchemaExtension]] = [ErrorContract, CacheReport]
     if not options.introspection:
         extensions.append(DisableIntrospection)
     return GatewaySchema(

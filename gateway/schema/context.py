@@ -1,26 +1,62 @@
-"""What resolvers get: a Context of plain services behind Protocols, and the Info alias."""
+"""What resolvers get: a per-request Context of plain services behind Protocols."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import strawberry
+from strawberry.dataloader import DataLoader
 
 from gateway.plivo.models import Session
 
 
+class SessionLookup(Protocol):
+    """A session (None when Plivo has none), where it came from and its age in seconds."""
+
+    @property
+    def session(self) -> Session | None: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def age(self) -> float: ...
+
+
 class SessionReader(Protocol):
-    """Reads one Verify session; None when Plivo has no such session."""
+    """Reads one Verify session; `refresh` asks for a copy fresh from Plivo."""
 
-    async def get(self, session_uuid: str) -> Session | None: ...
+    async def get(self, session_uuid: str, *, refresh: bool = False) -> SessionLookup: ...
 
 
-@dataclass(frozen=True)
+@dataclass
 class Context:
-    """Per-request context handed to every resolver."""
+    """Per-request context: the reader, a DataLoader over it, and what the cache did."""
 
     sessions: SessionReader
+    refresh: bool = False
+    cache_report: dict[str, dict[str, object]] = field(default_factory=dict)
+    loader: DataLoader[str, Session | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loader = DataLoader(load_fn=self._load_sessions)
+
+    async def _load_sessions(self, uuids: list[str]) -> Sequence[Session | BaseException | None]:
+        lookups = await asyncio.gather(
+            *(self.sessions.get(uuid, refresh=self.refresh) for uuid in uuids),
+            return_exceptions=True,
+        )
+        loaded: list[Session | BaseException | None] = []
+        for uuid, lookup in zip(uuids, lookups, strict=True):
+            if isinstance(lookup, BaseException):
+                loaded.append(lookup)
+                continue
+            self.cache_report[uuid] = {"status": lookup.source, "age": round(lookup.age, 3)}
+            loaded.append(lookup.session)
+        return loaded
 
 
 Info = strawberry.Info[Context, None]

@@ -126,5 +126,5 @@ class Query:
         description="A Verify session by its uuid; null when Plivo has no such session."
     )
     async def session(self, info: Info, uuid: strawberry.ID) -> VerifySession | None:
-        found = await info.context.sessions.get(str(uuid))
+        found = await info.context.loader.load(models.canonical_session_uuid(str(uuid)))
         return VerifySession.from_model(found) if found is not None else None

@@ -113,3 +113,12 @@ def test_unreadable_sessions_raise_malformed(key: str, value: object) -> None:
 def test_a_non_object_is_malformed() -> None:
     with pytest.raises(MalformedSession):
         parse_session(["not", "a", "session"])
+
+
+def test_every_fixture_and_seeded_session_survives_dump_and_parse() -> None:
+    from gateway.plivo.models import dump_session
+    from gateway.simulator.seed import seed_sessions
+
+    for body in seed_sessions().values():
+        session = parse_session(body)
+        assert parse_session(dump_session(session)) == session

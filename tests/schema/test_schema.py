@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pytest
 
@@ -15,19 +16,26 @@ from gateway.schema.context import Context
 QUERY = "query S($uuid: ID!) { session(uuid: $uuid) { sessionUuid status } }"
 
 
+@dataclass(frozen=True)
+class FakeLookup:
+    session: Session | None
+    source: str = "miss"
+    age: float = 0.0
+
+
 class FakeSessions:
     """A SessionReader that answers from a dict, or raises what it was given."""
 
     def __init__(self, sessions: dict[str, Session] | None = None, error: Exception | None = None):
         self.sessions = sessions or {}
         self.error = error
-        self.asked: list[str] = []
+        self.asked: list[tuple[str, bool]] = []
 
-    async def get(self, session_uuid: str) -> Session | None:
-        self.asked.append(session_uuid)
+    async def get(self, session_uuid: str, *, refresh: bool = False) -> FakeLookup:
+        self.asked.append((session_uuid, refresh))
         if self.error is not None:
             raise self.error
-        return self.sessions.get(session_uuid)
+        return FakeLookup(self.sessions.get(session_uuid))
 
 
 def docs_session() -> Session:
@@ -136,3 +144,45 @@ async def test_development_schema_allows_introspection() -> None:
     )
     assert result.errors is None
     assert result.data == {"__schema": {"queryType": {"name": "Query"}}}
+
+
+async def test_aliases_of_one_uuid_are_loaded_once_per_request() -> None:
+    fake = FakeSessions({fixtures.DOCS_EXAMPLE_UUID: docs_session()})
+    upper = fixtures.DOCS_EXAMPLE_UUID.upper()
+    query = f"""{{
+      a: session(uuid: "{fixtures.DOCS_EXAMPLE_UUID}") {{ status }}
+      b: session(uuid: "{fixtures.DOCS_EXAMPLE_UUID}") {{ channel }}
+      c: session(uuid: "{upper}") {{ sessionUuid }}
+      d: session(uuid: "5c533d15-1975-4f20-80be-40174142ea37") {{ status }}
+    }}"""
+    result = await build_schema().execute(query, context_value=Context(fake))
+    assert result.errors is None
+    assert sorted(fake.asked) == [
+        ("5c533d15-1975-4f20-80be-40174142ea37", False),
+        (fixtures.DOCS_EXAMPLE_UUID, False),
+    ]
+    assert result.extensions == {
+        "cache": {
+            fixtures.DOCS_EXAMPLE_UUID: {"status": "miss", "age": 0.0},
+            "5c533d15-1975-4f20-80be-40174142ea37": {"status": "miss", "age": 0.0},
+        }
+    }
+
+
+async def test_a_new_context_loads_again() -> None:
+    fake = FakeSessions({fixtures.DOCS_EXAMPLE_UUID: docs_session()})
+    for _ in range(2):
+        await build_schema().execute(
+            QUERY, variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID}, context_value=Context(fake)
+        )
+    assert len(fake.asked) == 2
+
+
+async def test_refresh_is_passed_to_the_reader() -> None:
+    fake = FakeSessions({fixtures.DOCS_EXAMPLE_UUID: docs_session()})
+    await build_schema().execute(
+        QUERY,
+        variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID},
+        context_value=Context(fake, refresh=True),
+    )
+    assert fake.asked == [(fixtures.DOCS_EXAMPLE_UUID, True)]

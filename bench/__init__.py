@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against the built-in simulator's bench mode."""

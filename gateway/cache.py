@@ -1,0 +1,235 @@
+"""The session cache: in memory (bounded, least recently used out) or in Redis for a fleet.
+
+The only module that imports aiocache. Besides entries it holds the fleet's fetch locks (a
+Redis key with a lease, so a holder that dies releases by expiry). Redis is an optimisation:
+every operation is bounded by a timeout, a failure counts as a miss, and an outage is logged
+once, then probed again at most once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from aiocache import RedisCache, SimpleMemoryCache
+from aiocache.serializers import BaseSerializer, NullSerializer
+
+from gateway.plivo.models import MalformedSession, Session, dump_session, parse_session
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+PROBE_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One cached answer: a session, or None for Plivo's 404; times are wall-clock seconds."""
+
+    session: Session | None
+    stored_at: float
+    fresh_until: float
+    flight: str
+
+
+class SessionCache:
+    """Entries and fetch locks; this base keeps nothing (a cache that is always empty)."""
+
+    shared = False
+
+    async def get(self, key: str) -> CacheEntry | None:
+        """The entry, or None when absent, expired or unreadable."""
+        return None
+
+    async def set(self, key: str, entry: CacheEntry, ttl: float) -> None:
+        """Keep `entry` for `ttl` seconds."""
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`."""
+
+    async def try_lock(self, key: str, token: str, lease: float) -> bool:
+        """Take the fetch lock for `key`; True when this caller should fetch."""
+        return True
+
+    async def lock_holder(self, key: str) -> str | None:
+        """The token of whoever holds the fetch lock for `key`, if anyone."""
+        return None
+
+    async def unlock(self, key: str, token: str) -> None:
+        """Release the lock if `token` still holds it."""
+
+    async def is_healthy(self) -> bool:
+        """Whether the backend answers."""
+        return True
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class MemorySessionCache(SessionCache):
+    """aiocache's memory backend with a bound: past `max_entries`, least recently used goes."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._cache: Any = SimpleMemoryCache(serializer=NullSerializer())
+        self._order: OrderedDict[str, None] = OrderedDict()
+        self.max_entries = max_entries
+
+    async def get(self, key: str) -> CacheEntry | None:
+        entry = await self._cache.get(key)
+        if isinstance(entry, CacheEntry):
+            self._order.move_to_end(key, last=True)
+            return entry
+        self._order.pop(key, None)
+        return None
+
+    async def set(self, key: str, entry: CacheEntry, ttl: float) -> None:
+        await self._cache.set(key, entry, ttl=ttl)
+        self._order[key] = None
+        self._order.move_to_end(key)
+        while len(self._order) > self.max_entries:
+            oldest, _ = self._order.popitem(last=False)
+            await self._cache.delete(oldest)
+
+    async def delete(self, key: str) -> None:
+        self._order.pop(key, None)
+        await self._cache.delete(key)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+class RedisSessionCache(SessionCache):
+    """aiocache's Redis backend, shared by every instance of a fleet."""
+
+    shared = True
+
+    def __init__(self, url: str, *, timeout: float) -> None:
+        parts = urlsplit(url)
+        db = parts.path.strip("/") or "0"
+        self._cache: Any = RedisCache(
+            serializer=EntrySerializer(),
+            endpoint=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(db),
+            password=unquote(parts.password) if parts.password else None,
+            ssl=parts.scheme == "rediss",
+            create_connection_timeout=timeout,
+            timeout=timeout,
+        )
+        self._guard = _OutageGuard(timeout, f"{parts.hostname}:{parts.port or 6379}")
+
+    async def get(self, key: str) -> CacheEntry | None:
+        entry = await self._guard.run(lambda: self._cache.get(key), None)
+        return entry if isinstance(entry, CacheEntry) else None
+
+    async def set(self, key: str, entry: CacheEntry, ttl: float) -> None:
+        await self._guard.run(lambda: self._cache.set(key, entry, ttl=float(ttl)), None)
+
+    async def delete(self, key: str) -> None:
+        await self._guard.run(lambda: self._cache.delete(key), None)
+
+    async def try_lock(self, key: str, token: str, lease: float) -> bool:
+        client = self._cache.client
+        taken = await self._guard.run(
+            lambda: client.set(key, token, nx=True, px=max(1, int(lease * 1000))), True
+        )
+        return bool(taken)
+
+    async def lock_holder(self, key: str) -> str | None:
+        raw = await self._guard.run(lambda: self._cache.client.get(key), None)
+        return raw.decode() if isinstance(raw, bytes) else None
+
+    async def unlock(self, key: str, token: str) -> None:
+        await self._guard.run(lambda: self._cache.client.eval(_RELEASE, 1, key, token), None)
+
+    async def is_healthy(self) -> bool:
+        try:
+            await asyncio.wait_for(self._cache.client.ping(), self._guard.timeout)
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self._cache.client.aclose()
+
+
+# aiocache ships no type information, so its base class is Any to mypy.
+class EntrySerializer(BaseSerializer):  # type: ignore[misc]
+    """aiocache serializer for entries: JSON bytes, the session in Plivo's wire format."""
+
+    DEFAULT_ENCODING = None
+
+    def dumps(self, value: CacheEntry) -> bytes:
+        return encode_entry(value)
+
+    def loads(self, value: bytes | None) -> CacheEntry | None:
+        return decode_entry(value) if value is not None else None
+
+
+class _OutageGuard:
+    """Bounds each call, turns failures into defaults, logs an outage once and its end once."""
+
+    def __init__(self, timeout: float, name: str) -> None:
+        self.timeout = timeout
+        self.name = name
+        self.degraded = False
+        self._retry_at = 0.0
+
+    async def run(self, call: Callable[[], Awaitable[T]], default: T) -> T:
+        if self.degraded and time.monotonic() < self._retry_at:
+            return default
+        try:
+            result = await asyncio.wait_for(call(), self.timeout)
+        except Exception as exc:
+            if not self.degraded:
+                logger.warning(
+                    "cache backend %s unavailable (%s); answering from Plivo until it is back",
+                    self.name,
+                    type(exc).__name__,
+                )
+            self.degraded = True
+            self._retry_at = time.monotonic() + PROBE_INTERVAL
+            return default
+        if self.degraded:
+            logger.warning("cache backend %s is back", self.name)
+            self.degraded = False
+        return result
+
+
+def encode_entry(entry: CacheEntry) -> bytes:
+    """The entry as JSON, the session in Plivo's wire format."""
+    session = dump_session(entry.session) if entry.session is not None else None
+    record = {"v": 1, "s": entry.stored_at, "f": entry.fresh_until, "t": entry.flight, "b": session}
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def decode_entry(raw: bytes | str) -> CacheEntry | None:
+    """The entry, or None (logged) when it cannot be read."""
+    try:
+        record = json.loads(raw)
+        body = record["b"]
+        return CacheEntry(
+            session=parse_session(body) if body is not None else None,
+            stored_at=float(record["s"]),
+            fresh_until=float(record["f"]),
+            flight=str(record["t"]),
+        )
+    except (ValueError, KeyError, TypeError, MalformedSession) as exc:
+        logger.warning("unreadable cache entry ignored (%s)", type(exc).__name__)
+        return None
+
+
+def create_cache(url: str | None, *, max_entries: int, timeout: float) -> SessionCache:
+    """Memory unless `url` is redis:// or rediss://."""
+    if url and urlsplit(url).scheme in ("redis", "rediss"):
+        return RedisSessionCache(url, timeout=timeout)
+    return MemorySessionCache(max_entries)
