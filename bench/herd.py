@@ -25,7 +25,14 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import AUTH_ID, AUTH_TOKEN, start_gateway, start_simulator, upstream_calls
+from bench.processes import (
+    AUTH_HEADER,
+    AUTH_ID,
+    AUTH_TOKEN,
+    start_gateway,
+    start_simulator,
+    upstream_calls,
+)
 
 QUERY = (
     "query Session($uuid: ID!) { session(uuid: $uuid) { apiId sessionUuid status "
@@ -61,7 +68,10 @@ async def wave(urls: list[str], session_uuid: str, count: int, direct: bool) -> 
             calls = [client.get(urls[0] + path, auth=(AUTH_ID, AUTH_TOKEN)) for _ in range(count)]
         else:
             body = {"query": QUERY, "variables": {"uuid": session_uuid}}
-            calls = [client.post(urls[i % len(urls)], json=body) for i in range(count)]
+            calls = [
+                client.post(urls[i % len(urls)], json=body, headers=AUTH_HEADER)
+                for i in range(count)
+            ]
         responses = await asyncio.gather(*calls)
     return sum(1 for r in responses if r.status_code == 200 and b'"errors"' not in r.content)
 
@@ -73,7 +83,7 @@ def run(scenario: Scenario, requests: int, latency_ms: int, logs: Path) -> dict[
         if "GATEWAY_CACHE_URL" in env and env["GATEWAY_CACHE_URL"].startswith("redis"):
             env["GATEWAY_CACHE_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}"
         urls = [
-            start_gateway(stack, logs, simulator, env, f"gateway-{index}")
+            start_gateway(stack, logs, simulator, env, f"gateway-{index}")[0]
             for index in range(scenario.processes)
         ] or [simulator]
         session_uuid = str(uuid.uuid4())

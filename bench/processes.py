@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -16,6 +17,9 @@ import httpx
 COMMAND = str(Path(sys.executable).with_name("plivo-gateway"))
 AUTH_ID = "MABENCHBENCHBENCH000"
 AUTH_TOKEN = "bench-token"
+API_KEY = "bench-api-key"
+API_KEY_SHA256 = hashlib.sha256(API_KEY.encode()).hexdigest()
+AUTH_HEADER = {"Authorization": f"Bearer {API_KEY}"}
 GATEWAY_CPU = os.environ.get("GATEWAY_CPU", "0")
 LOAD_CPU = os.environ.get("LOAD_CPU", "1")
 
@@ -46,8 +50,8 @@ def wait_for(url: str, timeout: float = 20.0) -> None:
     raise TimeoutError(f"{url} did not come up")
 
 
-def start(stack: ExitStack, argv: list[str], env: dict[str, str], log: Path) -> None:
-    """Run `argv` until the stack closes; output to `log`."""
+def start(stack: ExitStack, argv: list[str], env: dict[str, str], log: Path) -> int:
+    """Run `argv` until the stack closes; output to `log`; returns its pid."""
     output = stack.enter_context(log.open("wb"))
     child = subprocess.Popen(argv, env={**os.environ, **env}, stdout=output, stderr=output)
 
@@ -60,12 +64,16 @@ def start(stack: ExitStack, argv: list[str], env: dict[str, str], log: Path) -> 
             child.wait()
 
     stack.callback(stop)
+    return child.pid
 
 
-def start_simulator(stack: ExitStack, logs: Path, *, latency_ms: int = 0) -> str:
+def start_simulator(
+    stack: ExitStack, logs: Path, *, latency_ms: int = 0, extra: tuple[str, ...] = ()
+) -> str:
     """The simulator in bench mode, pinned to LOAD_CPU; returns its URL."""
     port = free_port()
     argv = [COMMAND, "simulate", "--bench", "--port", str(port), "--latency-ms", str(latency_ms)]
+    argv += [f"--extra-credential={credential}" for credential in extra]
     credential = {"PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": AUTH_TOKEN}
     start(stack, pinned(LOAD_CPU, argv), credential, logs / "simulator.log")
     url = f"http://127.0.0.1:{port}"
@@ -75,20 +83,30 @@ def start_simulator(stack: ExitStack, logs: Path, *, latency_ms: int = 0) -> str
 
 def start_gateway(
     stack: ExitStack, logs: Path, upstream: str, env: dict[str, str], name: str
-) -> str:
-    """One `plivo-gateway serve` process pinned to GATEWAY_CPU; returns its /graphql URL."""
+) -> tuple[str, int]:
+    """One `plivo-gateway serve` process pinned to GATEWAY_CPU: its /graphql URL and pid."""
     port = free_port()
     settings = {
         "PLIVO_AUTH_ID": AUTH_ID,
         "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
         "PLIVO_API_URL": upstream,
         "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_API_KEYS": f"bench:{API_KEY_SHA256}:read",
+        "GATEWAY_ENV": "production",
         **env,
     }
     argv = [COMMAND, "serve", "--port", str(port)]
-    start(stack, pinned(GATEWAY_CPU, argv), settings, logs / f"{name}.log")
+    pid = start(stack, pinned(GATEWAY_CPU, argv), settings, logs / f"{name}.log")
     wait_for(f"http://127.0.0.1:{port}/healthz")
-    return f"http://127.0.0.1:{port}/graphql"
+    return f"http://127.0.0.1:{port}/graphql", pid
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` in MiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def upstream_calls(simulator: str) -> int:

@@ -1,4 +1,4 @@
-"""The composition root: `create_app` wires settings, the Plivo client, services and schema."""
+"""The composition root: `create_app` wires settings, clients, services, schema and routes."""
 
 from __future__ import annotations
 
@@ -8,26 +8,63 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import graphiql
+from gateway.auth import Authenticator, PassThrough, Principal
 from gateway.cache import SessionCache, create_cache
 from gateway.config import Settings
-from gateway.endpoint import GraphQLEndpoint
-from gateway.plivo.client import Credential, PlivoClient, create_http_client
+from gateway.endpoint import EndpointLimits, GraphQLEndpoint, RequestError, retry_after_header
+from gateway.limits import QueryLimits
+from gateway.metrics import Metrics
+from gateway.observability import RequestContextMiddleware
+from gateway.plivo.client import Credential, create_http_client
+from gateway.plivo.resilience import RetryPolicy
+from gateway.ratelimit import RefreshLimiter
 from gateway.schema import SchemaOptions, build_schema
 from gateway.schema.context import Context
-from gateway.sessions import CachePolicy, SessionService
+from gateway.services import BreakerPolicy, SessionServices
+from gateway.sessions import CachePolicy
 
 logger = logging.getLogger(__name__)
+PASS_THROUGH_HEADERS = ("x-plivo-auth-id", "x-plivo-auth-token")
 
 
-async def healthz(request: Request) -> Response:
-    """The process is alive."""
-    return JSONResponse({"status": "ok"})
+def build_cache(settings: Settings) -> SessionCache:
+    """Memory by default, Redis for a fleet, or none at all (GATEWAY_CACHE_URL=none)."""
+    if settings.cache_url == "none":
+        return SessionCache()
+    return create_cache(
+        settings.cache_url, max_entries=settings.cache_max_entries, timeout=settings.cache_timeout
+    )
+
+
+def cache_policy(settings: Settings) -> CachePolicy:
+    """TTLs, stale windows and the fleet budget from settings; a lease as long as a call."""
+    return CachePolicy(
+        terminal_ttl=settings.ttl_terminal,
+        in_progress_ttl=settings.ttl_in_progress,
+        not_found_ttl=settings.ttl_not_found,
+        stale_while_revalidate=settings.stale_while_revalidate,
+        stale_if_error=settings.stale_if_error,
+        fetch_lease=settings.upstream_deadline + 1.0,
+        key_prefix=settings.cache_prefix,
+        budget_requests=settings.budget_requests,
+        budget_window=settings.budget_window,
+    )
+
+
+def wants_refresh(request: Request) -> bool:
+    """`Cache-Control: no-cache` asks for a copy fresh from Plivo."""
+    directives = request.headers.get("cache-control", "").lower().split(",")
+    return any(directive.strip() == "no-cache" for directive in directives)
 
 
 def asset_endpoint(files: dict[str, Path]) -> Callable[[Request], Awaitable[Response]]:
@@ -42,38 +79,15 @@ def asset_endpoint(files: dict[str, Path]) -> Callable[[Request], Awaitable[Resp
     return asset
 
 
-def build_cache(settings: Settings) -> SessionCache:
-    """Memory by default, Redis for a fleet, or none at all (GATEWAY_CACHE_URL=none)."""
-    if settings.cache_url == "none":
-        return SessionCache()
-    return create_cache(
-        settings.cache_url, max_entries=settings.cache_max_entries, timeout=settings.cache_timeout
-    )
-
-
-def cache_policy(settings: Settings) -> CachePolicy:
-    """TTLs and stale windows from settings; a fetch lease as long as one upstream call."""
-    return CachePolicy(
-        terminal_ttl=settings.ttl_terminal,
-        in_progress_ttl=settings.ttl_in_progress,
-        not_found_ttl=settings.ttl_not_found,
-        stale_while_revalidate=settings.stale_while_revalidate,
-        stale_if_error=settings.stale_if_error,
-        fetch_lease=settings.connect_timeout + settings.read_timeout + 1.0,
-        key_prefix=settings.cache_prefix,
-    )
-
-
-def wants_refresh(request: Request) -> bool:
-    """`Cache-Control: no-cache` asks for a copy fresh from Plivo."""
-    directives = request.headers.get("cache-control", "").lower().split(",")
-    return any(directive.strip() == "no-cache" for directive in directives)
-
-
 def create_app(
-    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    tracer: trace.Tracer | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app; `transport` replaces the network (tests)."""
+    metrics = Metrics()
+    refresh_limiter = RefreshLimiter(settings.refresh_per_minute)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -81,15 +95,21 @@ def create_app(
             settings.plivo_api_url,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
+            max_connections=settings.max_upstream_concurrency,
             transport=transport,
         )
-        credential = Credential(settings.plivo_auth_id, settings.plivo_auth_token)
         cache = build_cache(settings)
-        app.state.sessions = SessionService(
-            PlivoClient(http, credential),
+        app.state.cache = cache
+        app.state.services = SessionServices(
+            http,
             cache,
-            cache_policy(settings),
             base_url=settings.plivo_api_url,
+            default=Credential(settings.plivo_auth_id, settings.plivo_auth_token),
+            cache_policy=cache_policy(settings),
+            retry_policy=RetryPolicy(settings.retry_attempts, settings.upstream_deadline),
+            breaker_policy=BreakerPolicy(settings.breaker_threshold, settings.breaker_cooldown),
+            max_concurrency=settings.max_upstream_concurrency,
+            metrics=metrics,
         )
         try:
             yield
@@ -97,11 +117,43 @@ def create_app(
             await http.aclose()
             await cache.close()
 
-    def context(request: Request) -> Context:
-        return Context(sessions=request.app.state.sessions, refresh=wants_refresh(request))
+    def context(request: Request, principal: Principal, credential: PassThrough | None) -> Context:
+        refresh = wants_refresh(request)
+        if refresh:
+            wait = refresh_limiter.take(principal.name)
+            if wait is not None:
+                metrics.refresh_refused()
+                raise RequestError(
+                    429,
+                    "RATE_LIMITED",
+                    "too many Cache-Control: no-cache refetches for this API key",
+                    extensions={"retryAfter": round(wait, 3)},
+                    headers=retry_after_header(wait),
+                )
+        services: SessionServices = request.app.state.services
+        own = Credential(credential.auth_id, credential.auth_token) if credential else None
+        return Context(services.for_credential(own), refresh=refresh, scopes=principal.scopes)
+
+    async def healthz(request: Request) -> Response:
+        """The process is alive."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        """Configuration loaded; the cache reachable, or degraded (queries still answered)."""
+        cache: SessionCache = request.app.state.cache
+        state = "ok" if await cache.is_healthy() else "degraded"
+        return JSONResponse({"status": "ready", "cache": state})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        """Prometheus text format."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     schema = build_schema(SchemaOptions(introspection=not settings.is_production))
-    routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
     graphiql_html = None
     if not settings.is_production:
         assets = graphiql.local_assets(settings.graphiql_assets)
@@ -113,9 +165,39 @@ def create_app(
                 "GraphiQL assets are not installed (run `make assets`); "
                 "GraphiQL will load its scripts and styles from unpkg.com"
             )
-    endpoint = GraphQLEndpoint(schema, context, graphiql_html=graphiql_html)
+    endpoint = GraphQLEndpoint(
+        schema,
+        context,
+        authenticator=Authenticator(settings.api_keys, required=settings.auth != "none"),
+        limits=EndpointLimits(
+            QueryLimits(settings.max_depth, settings.max_aliases, settings.max_tokens),
+            settings.max_body_bytes,
+            settings.max_batch,
+        ),
+        observer=metrics,
+        graphiql_html=graphiql_html,
+    )
     routes.append(Route("/graphql", endpoint.handle, methods=["GET", "POST"]))
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [
+        Middleware(RequestContextMiddleware, tracer=tracer or trace.get_tracer("gateway"))
+    ]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "cache-control",
+                    "x-request-id",
+                    *PASS_THROUGH_HEADERS,
+                ],
+                expose_headers=["x-request-id"],
+            )
+        )
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 def create_app_from_env() -> Starlette:

@@ -67,6 +67,14 @@ class SessionCache:
     async def unlock(self, key: str, token: str) -> None:
         """Release the lock if `token` still holds it."""
 
+    async def spend(self, budget_key: str, limit: int, window: float) -> float | None:
+        """Count one request against a fleet-wide budget of `limit` per `window` seconds.
+
+        None when it fits; otherwise the seconds until the window ends. Only a shared
+        backend keeps a fleet-wide budget; this one lets everything through.
+        """
+        return None
+
     async def is_healthy(self) -> bool:
         """Whether the backend answers."""
         return True
@@ -150,6 +158,24 @@ class RedisSessionCache(SessionCache):
 
     async def unlock(self, key: str, token: str) -> None:
         await self._guard.run(lambda: self._cache.client.eval(_RELEASE, 1, key, token), None)
+
+    async def spend(self, budget_key: str, limit: int, window: float) -> float | None:
+        now = time.time()
+        index = int(now // window)
+        key = f"{budget_key}:{index}"
+        client = self._cache.client
+
+        async def count() -> int:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.pexpire(key, int(window * 2000))
+                used, _ = await pipe.execute()
+            return int(used)
+
+        used = await self._guard.run(count, 0)
+        if used <= limit:
+            return None
+        return max(0.001, (index + 1) * window - now)
 
     async def is_healthy(self) -> bool:
         try:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import string
@@ -22,6 +23,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.fixtures import DOCS_EXAMPLE_UUID
+from gateway.observability import configure_logging
 from gateway.schema import build_schema
 from gateway.simulator import SimulatorSettings, create_simulator
 
@@ -36,7 +38,13 @@ DEMO_QUERY = (
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     args = _parser().parse_args(argv)
-    _configure_logging(os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
+    default_format = "json" if args.run is serve_command else "text"
+    log_format = os.environ.get("GATEWAY_LOG_FORMAT", default_format)
+    configure_logging(
+        level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
+        log_format if log_format in ("json", "text") else default_format,
+    )
     try:
         code: int = args.run(args)
     except ConfigError as exc:
@@ -62,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--latency-ms", type=float, default=0.0, help="delay on every answer")
     simulate.add_argument("--fault", help="standing fault: an HTTP status, garbage, reset or slow")
     simulate.add_argument("--bench", action="store_true", help="any canonical uuid answers")
+    simulate.add_argument(
+        "--extra-credential",
+        action="append",
+        default=[],
+        metavar="AUTH_ID:TOKEN",
+        help="another account it accepts (repeatable)",
+    )
     simulate.set_defaults(run=simulate_command)
 
     demo = commands.add_parser("demo", help="the gateway in front of the simulator, one command")
@@ -81,6 +96,8 @@ def serve_command(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     host = args.host or settings.host
     port = args.port or settings.port
+    if settings.auth == "none":
+        logger.warning("GATEWAY_AUTH=none: every caller is served without an API key")
     logger.info(
         "serving on http://%s:%d/graphql (%s), Plivo at %s",
         host,
@@ -97,9 +114,17 @@ def serve_command(args: argparse.Namespace) -> int:
             workers=args.workers,
             access_log=False,
             log_config=None,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
         )
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+        )
     return 0
 
 
@@ -114,8 +139,13 @@ def simulate_command(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise ConfigError([f"{name} is not set" for name in missing])
+    extra = tuple(tuple(item.split(":", 1)) for item in args.extra_credential)
+    if any(len(pair) != 2 or not all(pair) for pair in extra):
+        raise ConfigError(["--extra-credential must be AUTH_ID:TOKEN"])
     try:
-        settings = SimulatorSettings(auth_id, token, args.latency_ms, args.fault, args.bench)
+        settings = SimulatorSettings(
+            auth_id, token, args.latency_ms, args.fault, args.bench, extra_credentials=extra
+        )
         app = create_simulator(settings)
     except ValueError as exc:
         raise ConfigError([f"--fault {exc}"]) from exc
@@ -136,6 +166,7 @@ def demo_command(args: argparse.Namespace) -> int:
         "PLIVO_AUTH_TOKEN": token,
         "PLIVO_API_URL": simulator_url,
         "GATEWAY_ENV": "development",
+        "GATEWAY_AUTH": "none",
     }
     settings = Settings.from_env({**os.environ, **overlay})
     simulator = create_simulator(SimulatorSettings(auth_id, token))
@@ -193,12 +224,3 @@ def export_schema_command(args: argparse.Namespace) -> int:
     else:
         args.output.write_text(sdl, encoding="utf-8")
     return 0
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)

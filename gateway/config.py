@@ -10,15 +10,28 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
 AUTH_ID_PATTERN = re.compile(r"^(MA|SA)[A-Z0-9]{18}$")
+SCOPES = ("read", "write", "passthrough")
+_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 Environment = Literal["development", "production"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A caller's key as configured: its name, the SHA-256 of the key, and its scopes."""
+
+    name: str
+    sha256: str = field(repr=False)
+    scopes: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,24 @@ class Settings:
     ttl_not_found: float = 5.0
     stale_while_revalidate: float = 10.0
     stale_if_error: float = 300.0
+    auth: Literal["keys", "none"] = "keys"
+    api_keys: tuple[ApiKey, ...] = ()
+    max_depth: int = 8
+    max_aliases: int = 20
+    max_tokens: int = 2000
+    max_body_bytes: int = 65_536
+    max_batch: int = 10
+    cors_origins: tuple[str, ...] = ()
+    upstream_deadline: float = 5.0
+    retry_attempts: int = 3
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 10.0
+    max_upstream_concurrency: int = 64
+    budget_requests: int = 300
+    budget_window: float = 5.0
+    refresh_per_minute: int = 30
+    shutdown_grace: float = 10.0
+    log_format: Literal["json", "text"] = "json"
 
     @property
     def is_production(self) -> bool:
@@ -77,12 +108,103 @@ class Settings:
             ),
             "stale_if_error": reader.optional("GATEWAY_CACHE_STALE_IF_ERROR", _duration),
         }
+        settings.update(_read_hardening(reader))
         if reader.problems:
             raise ConfigError(reader.problems)
         assert auth_id is not None
         assert token is not None
         given = {name: value for name, value in settings.items() if value is not None}
         return dataclasses.replace(cls(plivo_auth_id=auth_id, plivo_auth_token=token), **given)
+
+
+def _read_hardening(reader: _Reader) -> dict[str, Any]:
+    keys = reader.optional("GATEWAY_API_KEYS", _api_keys) or ()
+    keys_file = reader.optional("GATEWAY_API_KEYS_FILE", _api_keys_file) or ()
+    auth = reader.optional("GATEWAY_AUTH", _auth_mode)
+    all_keys = (*keys, *keys_file)
+    if auth != "none" and not all_keys:
+        reader.problems.append(
+            "GATEWAY_API_KEYS (or GATEWAY_API_KEYS_FILE) is not set: configure API keys,"
+            " or set GATEWAY_AUTH=none to run without them"
+        )
+    return {
+        "auth": auth,
+        "api_keys": tuple(all_keys),
+        "max_depth": reader.optional("GATEWAY_MAX_DEPTH", _positive_int),
+        "max_aliases": reader.optional("GATEWAY_MAX_ALIASES", _positive_int),
+        "max_tokens": reader.optional("GATEWAY_MAX_TOKENS", _positive_int),
+        "max_body_bytes": reader.optional("GATEWAY_MAX_BODY_BYTES", _positive_int),
+        "max_batch": reader.optional("GATEWAY_MAX_BATCH", _positive_int),
+        "cors_origins": reader.optional("GATEWAY_CORS_ORIGINS", _origins),
+        "upstream_deadline": reader.optional("PLIVO_DEADLINE", _seconds),
+        "retry_attempts": reader.optional("PLIVO_RETRY_ATTEMPTS", _positive_int),
+        "breaker_threshold": reader.optional("PLIVO_BREAKER_THRESHOLD", _positive_int),
+        "breaker_cooldown": reader.optional("PLIVO_BREAKER_COOLDOWN", _seconds),
+        "max_upstream_concurrency": reader.optional("PLIVO_MAX_CONCURRENCY", _positive_int),
+        "budget_requests": reader.optional("PLIVO_BUDGET_REQUESTS", _positive_int),
+        "budget_window": reader.optional("PLIVO_BUDGET_WINDOW", _seconds),
+        "refresh_per_minute": reader.optional("GATEWAY_REFRESH_PER_MINUTE", _positive_int),
+        "shutdown_grace": reader.optional("GATEWAY_SHUTDOWN_GRACE", _seconds),
+        "log_format": reader.optional("GATEWAY_LOG_FORMAT", _log_format),
+    }
+
+
+def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
+    """`name:sha256hex:scope+scope` entries, separated by commas or new lines; # comments."""
+    keys = []
+    for raw in re.split(r"[,\n]", text):
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        name, _, rest = entry.partition(":")
+        digest, _, scopes = rest.partition(":")
+        wanted = frozenset(s for s in scopes.split("+") if s)
+        if not _KEY_NAME.fullmatch(name) or not _SHA256.fullmatch(digest.lower()):
+            raise ValueError("entries must be name:sha256-hex:scopes (a 64-digit hex digest)")
+        if not wanted or not wanted <= set(SCOPES):
+            raise ValueError(f"scopes must be joined with + from {', '.join(SCOPES)}")
+        keys.append(ApiKey(name, digest.lower(), wanted))
+    names = [key.name for key in keys]
+    if len(set(names)) != len(names):
+        raise ValueError("names a key twice")
+    return tuple(keys)
+
+
+def _api_keys(raw: str) -> tuple[ApiKey, ...]:
+    return parse_api_keys(raw)
+
+
+def _api_keys_file(raw: str) -> tuple[ApiKey, ...]:
+    try:
+        text = Path(raw).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({type(exc).__name__})") from exc
+    return parse_api_keys(text)
+
+
+def _auth_mode(raw: str) -> Literal["keys", "none"]:
+    if raw == "none":
+        return "none"
+    if raw == "keys":
+        return "keys"
+    raise ValueError("must be keys or none")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            raise ValueError("must be origins like https://app.example.com, comma-separated")
+    return origins
+
+
+def _log_format(raw: str) -> Literal["json", "text"]:
+    if raw == "json":
+        return "json"
+    if raw == "text":
+        return "text"
+    raise ValueError("must be json or text")
 
 
 class _Reader:

@@ -1,17 +1,20 @@
 """GraphQL over HTTP: GET and POST /graphql per the GraphQL-over-HTTP spec, and GraphiQL.
 
-Requests that cannot be run get a 4xx with `BAD_REQUEST`-style codes and never a 500;
-everything that executed is HTTP 200 with `data` and `errors` (validation failures are 400
-when the client accepts application/graphql-response+json).
+Before anything runs: the API key (401), pass-through headers (FORBIDDEN / 400), the body
+size (413), batch size and document limits (400). Requests that cannot run get a 4xx and
+never a 500; everything that executed is HTTP 200 with `data` and `errors` (failures before
+execution are 400 when the client accepts application/graphql-response+json).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import strawberry
 from starlette.requests import Request
@@ -22,18 +25,31 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
+from gateway.auth import Authenticator, PassThrough, Principal, pass_through
+from gateway.errors import BadCredentialHeaders, Forbidden, LimitExceeded, Unauthenticated
+from gateway.limits import QueryLimits, check_document
+
 logger = logging.getLogger(__name__)
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
-DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
 class RequestError(Exception):
     """The HTTP request cannot be run as a GraphQL operation."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        extensions: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.status, self.code = status, code
+        self.extensions = dict(extensions or {})
+        self.headers = dict(headers or {})
         super().__init__(message)
 
 
@@ -44,35 +60,76 @@ class GraphQLParams:
     query: str
     variables: dict[str, Any] | None
     operation_name: str | None
+    label: str | None = None  # the document's own operation name, for metrics
+
+    @property
+    def metric_name(self) -> str:
+        """What metrics call this operation."""
+        return self.operation_name or self.label or "anonymous"
+
+
+@dataclass(frozen=True)
+class EndpointLimits:
+    """What one HTTP request may carry."""
+
+    query: QueryLimits = field(default_factory=QueryLimits)
+    max_body_bytes: int = 65_536
+    max_batch: int = 10
+
+
+class RequestObserver(Protocol):
+    """Hears about every GraphQL request (metrics implement it)."""
+
+    def request(self, operation: str, outcome: str, seconds: float) -> None: ...
+
+
+ContextFactory = Callable[[Request, Principal, PassThrough | None], object]
 
 
 class GraphQLEndpoint:
-    """Serves one schema at /graphql; `context` builds each request's context value."""
+    """Serves one schema at /graphql."""
 
     def __init__(
         self,
         schema: strawberry.Schema,
-        context: Callable[[Request], object],
+        context: ContextFactory,
         *,
+        authenticator: Authenticator,
+        limits: EndpointLimits,
+        observer: RequestObserver,
         graphiql_html: str | None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
-        self.schema = schema
-        self.context = context
-        self.graphiql_html = graphiql_html
-        self.max_body_bytes = max_body_bytes
+        self.schema, self.context = schema, context
+        self.authenticator, self.limits = authenticator, limits
+        self.observer, self.graphiql_html = observer, graphiql_html
 
     async def handle(self, request: Request) -> Response:
         """The Starlette endpoint for /graphql."""
+        started = time.perf_counter()
+        operation, outcome = "-", "ok"
         try:
             if self._wants_graphiql(request):
                 assert self.graphiql_html is not None
                 return HTMLResponse(self.graphiql_html)
             media_type = negotiate(request.headers.get("accept"))
-            params = await self._read(request)
-            return await self._execute(request, params, media_type)
+            principal, credential = self._caller(request)
+            payload = await self._read(request)
+            batch = payload if isinstance(payload, list) else [payload]
+            operations = [self._checked(item, request.method) for item in batch]
+            operation = operations[0].metric_name
+            context = self.context(request, principal, credential)
+            bodies = [await self._execute(request, op, context) for op in operations]
+            outcome = _outcome(bodies)
+            if isinstance(payload, list):
+                return json_response([body for body, _ in bodies], 200, media_type)
+            body, request_failed = bodies[0]
+            status = 400 if request_failed and media_type == GRAPHQL_RESPONSE else 200
+            return json_response(body, status, media_type)
         except RequestError as exc:
-            return error_response(exc.status, exc.code, str(exc))
+            outcome = exc.code
+            return error_response(exc)
+        finally:
+            self.observer.request(operation, outcome, time.perf_counter() - started)
 
     def _wants_graphiql(self, request: Request) -> bool:
         return (
@@ -82,9 +139,21 @@ class GraphQLEndpoint:
             and "text/html" in request.headers.get("accept", "")
         )
 
-    async def _read(self, request: Request) -> GraphQLParams:
+    def _caller(self, request: Request) -> tuple[Principal, PassThrough | None]:
+        try:
+            principal = self.authenticator.principal(request.headers)
+            return principal, pass_through(request.headers, principal)
+        except Unauthenticated as exc:
+            headers = {"WWW-Authenticate": 'Bearer realm="plivo-verify-gateway"'}
+            raise RequestError(401, "UNAUTHENTICATED", str(exc), headers=headers) from exc
+        except Forbidden as exc:
+            raise RequestError(200, "FORBIDDEN", str(exc)) from exc
+        except BadCredentialHeaders as exc:
+            raise RequestError(400, "BAD_REQUEST", str(exc)) from exc
+
+    async def _read(self, request: Request) -> object:
         if request.method == "GET":
-            return params_from(request.query_params, variables_encoded=True)
+            return dict(request.query_params)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != JSON:
             raise RequestError(415, "BAD_REQUEST", "POST bodies must be application/json")
@@ -94,24 +163,44 @@ class GraphQLEndpoint:
         except (ValueError, RecursionError) as exc:
             raise RequestError(400, "BAD_REQUEST", "the body is not valid JSON") from exc
         if isinstance(payload, list):
-            raise RequestError(400, "BAD_REQUEST", "batched operations are not supported")
-        if not isinstance(payload, dict):
-            raise RequestError(400, "BAD_REQUEST", "the body must be a JSON object")
-        return params_from(payload, variables_encoded=False)
+            if not payload:
+                raise RequestError(400, "BAD_REQUEST", "a batch needs at least one operation")
+            if len(payload) > self.limits.max_batch:
+                raise RequestError(
+                    400,
+                    "BATCH_TOO_LARGE",
+                    f"a batch may hold at most {self.limits.max_batch} operations",
+                    extensions={"limit": "batch", "maximum": self.limits.max_batch},
+                )
+        return payload
 
     async def _body(self, request: Request) -> bytes:
+        limit = self.limits.max_body_bytes
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise _too_large(self.max_body_bytes)
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _too_large(self.max_body_bytes)
+            if size > limit:
+                raise _too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _execute(self, request: Request, params: GraphQLParams, media_type: str) -> Response:
+    def _checked(self, item: object, method: str) -> GraphQLParams:
+        if not isinstance(item, dict):
+            raise RequestError(400, "BAD_REQUEST", "each operation must be a JSON object")
+        params = params_from(item, variables_encoded=method == "GET")
+        try:
+            name = check_document(params.query, self.limits.query)
+        except LimitExceeded as exc:
+            extensions = {"limit": exc.limit, "maximum": exc.maximum}
+            raise RequestError(400, "QUERY_TOO_COMPLEX", str(exc), extensions=extensions) from exc
+        return params if params.operation_name or name is None else replace(params, label=name)
+
+    async def _execute(
+        self, request: Request, params: GraphQLParams, context: object
+    ) -> tuple[dict[str, Any], bool]:
         allowed = {OperationType.QUERY}
         if request.method == "POST":
             allowed.add(OperationType.MUTATION)
@@ -119,7 +208,7 @@ class GraphQLEndpoint:
             result = await self.schema.execute(
                 params.query,
                 variable_values=params.variables,
-                context_value=self.context(request),
+                context_value=context,
                 operation_name=params.operation_name,
                 allowed_operation_types=allowed,
             )
@@ -129,12 +218,12 @@ class GraphQLEndpoint:
             raise RequestError(400, "BAD_REQUEST", "no operation with that name") from exc
         except InvalidOperationTypeError as exc:
             if request.method == "GET":
-                raise RequestError(405, "BAD_REQUEST", "only queries may be sent with GET") from exc
+                headers = {"Allow": "POST"}
+                raise RequestError(
+                    405, "BAD_REQUEST", "only queries may be sent with GET", headers=headers
+                ) from exc
             raise RequestError(400, "BAD_REQUEST", "subscriptions need a websocket") from exc
-        status = 200
-        if is_request_error(result) and media_type == GRAPHQL_RESPONSE:
-            status = 400
-        return json_response(render(result), status, media_type)
+        return render(result), is_request_error(result)
 
 
 def params_from(source: Mapping[str, Any], *, variables_encoded: bool) -> GraphQLParams:
@@ -196,10 +285,30 @@ def json_response(body: object, status: int = 200, media_type: str = JSON) -> Re
     return Response(content, status_code=status, media_type=media_type)
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def error_response(error: RequestError) -> Response:
     """A request-level error in the GraphQL response shape."""
-    return json_response({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
+    extensions = {"code": error.code, **error.extensions}
+    body = {"errors": [{"message": str(error), "extensions": extensions}]}
+    response = json_response(body, error.status)
+    response.headers.update(error.headers)
+    return response
+
+
+def retry_after_header(seconds: float) -> dict[str, str]:
+    """A Retry-After header in whole seconds, rounded up."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def _outcome(bodies: list[tuple[dict[str, Any], bool]]) -> str:
+    for body, _ in bodies:
+        for error in body.get("errors", []):
+            code = error.get("extensions", {}).get("code")
+            return str(code) if code else "error"
+    return "ok"
 
 
 def _too_large(limit: int) -> RequestError:
-    return RequestError(413, "PAYLOAD_TOO_LARGE", f"the request body is over {limit} bytes")
+    extensions = {"limit": "body", "maximum": limit}
+    return RequestError(
+        413, "PAYLOAD_TOO_LARGE", f"the request body is over {limit} bytes", extensions=extensions
+    )

@@ -3,6 +3,10 @@
 GatewayError                     # we raised this on purpose
 ├── ConfigError                  # bad or missing settings: fail at start-up, naming each
 ├── InvalidSessionUuid           # a caller's uuid is not canonical: rejected before any I/O
+├── Unauthenticated              # no API key, or an unknown one (HTTP 401)
+├── Forbidden                    # the key lacks the scope (FORBIDDEN)
+├── BadCredentialHeaders         # pass-through headers incomplete or malformed (HTTP 400)
+├── LimitExceeded                # a document over a depth, alias or token limit (HTTP 400)
 └── UpstreamError                # carries method and path, never credentials
     ├── UpstreamTimeout          # no answer in time: may be retried
     ├── UpstreamUnavailable      # refused, reset, breaker open: may be retried
@@ -34,6 +38,26 @@ class InvalidSessionUuid(GatewayError):
 
     def __init__(self) -> None:
         super().__init__("uuid must be a canonical UUID (8-4-4-4-12 hexadecimal digits)")
+
+
+class Unauthenticated(GatewayError):
+    """No API key, or one the gateway does not know."""
+
+
+class Forbidden(GatewayError):
+    """The API key lacks the scope this needs."""
+
+
+class BadCredentialHeaders(GatewayError):
+    """Pass-through headers that are incomplete or malformed."""
+
+
+class LimitExceeded(GatewayError):
+    """A document over one of the configured limits; `limit` names it, `maximum` its value."""
+
+    def __init__(self, limit: str, maximum: int) -> None:
+        self.limit, self.maximum = limit, maximum
+        super().__init__(f"the document is over the {limit} limit of {maximum}")
 
 
 class UpstreamError(GatewayError):

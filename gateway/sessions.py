@@ -14,11 +14,17 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from gateway.cache import CacheEntry, SessionCache
-from gateway.errors import SessionNotFound, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
-from gateway.plivo.client import PlivoClient
+from gateway.errors import (
+    SessionNotFound,
+    UpstreamFailed,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.plivo.client import Credential
 from gateway.plivo.models import Session, canonical_session_uuid
 
 logger = logging.getLogger(__name__)
@@ -38,6 +44,8 @@ class CachePolicy:
     stale_if_error: float = 300.0
     fetch_lease: float = 15.0
     key_prefix: str = "pvg"
+    budget_requests: int = 300
+    budget_window: float = 5.0
 
     def ttl_for(self, session: Session | None) -> float:
         """Terminal sessions long, in-progress (and unknown) short, Plivo's 404 short."""
@@ -60,18 +68,56 @@ class Lookup:
     age: float
 
 
+class SessionFetcher(Protocol):
+    """Fetches one session from Plivo (PlivoClient, or one wrapped in retries)."""
+
+    @property
+    def credential(self) -> Credential: ...
+
+    async def get_session(self, session_uuid: str) -> Session: ...
+
+
+class LookupObserver(Protocol):
+    """Hears how lookups were answered (metrics implement it)."""
+
+    def cache(self, result: str) -> None: ...
+
+    def coalesced(self) -> None: ...
+
+    def budget_refused(self) -> None: ...
+
+
+class _Unobserved:
+    def cache(self, result: str) -> None:
+        pass
+
+    def coalesced(self) -> None:
+        pass
+
+    def budget_refused(self) -> None:
+        pass
+
+
 class SessionService:
     """Reads sessions for one credential through the cache, coalescing identical lookups."""
 
     def __init__(
-        self, client: PlivoClient, cache: SessionCache, policy: CachePolicy, *, base_url: str
+        self,
+        client: SessionFetcher,
+        cache: SessionCache,
+        policy: CachePolicy,
+        *,
+        base_url: str,
+        observer: LookupObserver | None = None,
     ) -> None:
         self._client = client
         self._cache = cache
         self._policy = policy
+        self._observer = observer or _Unobserved()
         credential = client.credential
         digest = hashlib.sha256(f"{credential.auth_id}:{credential.auth_token}".encode())
         self._namespace = f"{base_url}:{credential.auth_id}:{digest.hexdigest()[:32]}"
+        self._budget_key = f"{policy.key_prefix}:budget:{base_url}:{credential.auth_id}"
         self._flights: dict[str, asyncio.Task[Lookup]] = {}
         self._reads: dict[str, asyncio.Task[CacheEntry | None]] = {}
 
@@ -81,7 +127,11 @@ class SessionService:
 
     async def get(self, session_uuid: str, *, refresh: bool = False) -> Lookup:
         """The session; `refresh` skips the cached copy (still coalesced with other fetches)."""
-        uuid = canonical_session_uuid(session_uuid)
+        lookup = await self._lookup(canonical_session_uuid(session_uuid), refresh)
+        self._observer.cache(lookup.source)
+        return lookup
+
+    async def _lookup(self, uuid: str, refresh: bool) -> Lookup:
         key = self.cache_key(uuid)
         entry = None if refresh else await self._read(key)
         now = time.time()
@@ -118,7 +168,9 @@ class SessionService:
 
     def _flight(self, key: str, uuid: str) -> asyncio.Task[Lookup]:
         task = self._flights.get(key)
-        if task is None:
+        if task is not None:
+            self._observer.coalesced()
+        else:
             task = asyncio.create_task(self._fetch_once_in_fleet(key, uuid))
             self._flights[key] = task
             task.add_done_callback(lambda done: self._landed(key, done))
@@ -154,6 +206,7 @@ class SessionService:
         while time.monotonic() <= deadline:
             entry = await self._cache.get(key)
             if entry is not None and (entry.flight in awaited or entry.stored_at >= started):
+                self._observer.coalesced()
                 return Lookup(entry.session, "hit", max(0.0, time.time() - entry.stored_at))
             holder = await self._cache.lock_holder(lock_key)
             if holder is None:
@@ -164,6 +217,18 @@ class SessionService:
         return None
 
     async def _fetch_and_store(self, key: str, uuid: str, token: str) -> Lookup:
+        policy = self._policy
+        wait = await self._cache.spend(
+            self._budget_key, policy.budget_requests, policy.budget_window
+        )
+        if wait is not None:
+            self._observer.budget_refused()
+            raise UpstreamRateLimited(
+                f"the fleet's Plivo request budget is spent for session {uuid}",
+                method="GET",
+                path="(not sent)",
+                retry_after=round(wait, 3),
+            )
         try:
             session: Session | None = await self._client.get_session(uuid)
         except SessionNotFound:

@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -85,6 +86,7 @@ def make_settings(api_url: str, **overrides: object) -> Settings:
         "PLIVO_API_URL": api_url,
         "PLIVO_READ_TIMEOUT": "2",
         "PLIVO_CONNECT_TIMEOUT": "1",
+        "GATEWAY_AUTH": "none",
     }
     env.update({key: str(value) for key, value in overrides.items()})
     return Settings.from_env(env)
@@ -98,9 +100,11 @@ async def gateway(simulator: Simulator) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def gateway_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway_client(
+    settings: Settings, **app_options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client talking to `create_app(settings)` in-process, lifespan included."""
-    app = create_app(settings)
+    app = create_app(settings, **app_options)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:

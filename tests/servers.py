@@ -36,14 +36,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: ASGIApp) -> Iterator[str]:
+def serve_in_thread(app: ASGIApp, *, lifespan: bool = False) -> Iterator[str]:
     """Serve `app` with uvicorn on a loopback port; yields its base URL."""
     sock = loopback_socket()
     config = uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
-        lifespan="off",
+        lifespan="on" if lifespan else "off",
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)

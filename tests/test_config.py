@@ -7,7 +7,7 @@ import pytest
 from gateway.config import Settings
 from gateway.errors import ConfigError
 
-VALID = {"PLIVO_AUTH_ID": "MAODZKMDFJMJU3MTEYNG", "PLIVO_AUTH_TOKEN": "tok"}
+VALID = {"PLIVO_AUTH_ID": "MAODZKMDFJMJU3MTEYNG", "PLIVO_AUTH_TOKEN": "tok", "GATEWAY_AUTH": "none"}
 
 
 def test_defaults() -> None:
@@ -53,7 +53,7 @@ def test_the_token_never_shows_in_repr() -> None:
 
 def test_missing_required_settings_are_all_named() -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({})
+        Settings.from_env({"GATEWAY_AUTH": "none"})
     assert caught.value.problems == ["PLIVO_AUTH_ID is not set", "PLIVO_AUTH_TOKEN is not set"]
 
 
@@ -86,7 +86,14 @@ def test_malformed_settings_are_named(name: str, value: str) -> None:
 
 def test_several_problems_are_reported_together() -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"PLIVO_AUTH_ID": "bad", "GATEWAY_PORT": "x", "GATEWAY_ENV": "qa"})
+        Settings.from_env(
+            {
+                "PLIVO_AUTH_ID": "bad",
+                "GATEWAY_PORT": "x",
+                "GATEWAY_ENV": "qa",
+                "GATEWAY_AUTH": "none",
+            }
+        )
     names = [problem.split()[0] for problem in caught.value.problems]
     assert names == ["PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "GATEWAY_PORT", "GATEWAY_ENV"]
 

@@ -8,10 +8,12 @@ import httpx
 import pytest
 
 from gateway import fixtures
+from gateway.auth import key_digest
 from tests.conftest import AUTH_ID, AUTH_TOKEN, Simulator
 from tests.servers import free_port, process, wait_for_http
 
 pytestmark = pytest.mark.e2e
+API_KEY = "e2e-key-0123456789"
 
 
 def test_serve_in_front_of_simulate_over_http(tmp_path: Path) -> None:
@@ -23,7 +25,11 @@ def test_serve_in_front_of_simulate_over_http(tmp_path: Path) -> None:
             "serve",
             "--port",
             str(gateway_port),
-            env=credential | {"PLIVO_API_URL": f"http://127.0.0.1:{sim_port}"},
+            env=credential
+            | {
+                "PLIVO_API_URL": f"http://127.0.0.1:{sim_port}",
+                "GATEWAY_API_KEYS": f"e2e:{key_digest(API_KEY)}:read",
+            },
             log=tmp_path / "gateway.log",
         ),
     ):
@@ -34,9 +40,12 @@ def test_serve_in_front_of_simulate_over_http(tmp_path: Path) -> None:
         response = httpx.post(
             f"http://127.0.0.1:{gateway_port}/graphql",
             json={"query": query, "variables": {"uuid": fixtures.DOCS_EXAMPLE_UUID}},
+            headers={"Authorization": f"Bearer {API_KEY}"},
             timeout=10,
         )
+        refused = httpx.post(f"http://127.0.0.1:{gateway_port}/graphql", json={"query": query})
         stats = httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/stats").json()
+    assert refused.status_code == 401
     assert response.status_code == 200
     assert response.json()["data"] == {
         "session": {
@@ -54,6 +63,7 @@ def test_serve_with_two_workers_answers(tmp_path: Path, simulator: Simulator) ->
         "PLIVO_AUTH_ID": AUTH_ID,
         "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
         "PLIVO_API_URL": simulator.url,
+        "GATEWAY_AUTH": "none",
     }
     args = ("serve", "--port", str(port), "--workers", "2")
     with process(*args, env=env, log=tmp_path / "gateway.log"):

@@ -71,7 +71,7 @@ async def test_non_canonical_uuid_is_bad_user_input_without_upstream_call(
 
 
 @pytest.mark.parametrize("status", [400, 405, 409, 422])
-async def test_other_4xx_is_upstream_rejected_with_status(
+async def test_other_4xx_is_upstream_rejected_with_status_and_not_retried(
     gateway: httpx.AsyncClient, simulator: Simulator, status: int
 ) -> None:
     simulator.queue_fault(str(status))
@@ -79,6 +79,7 @@ async def test_other_4xx_is_upstream_rejected_with_status(
     assert error["extensions"] == {"code": "UPSTREAM_REJECTED", "upstreamStatus": status}
     assert UUID in str(error["message"])
     assert_clean(error)
+    assert simulator.served(UUID) == 1
 
 
 @pytest.mark.parametrize(
@@ -91,6 +92,7 @@ async def test_401_and_403_name_the_refused_credential(
     error = only_error(await graphql(gateway, QUERY, {"uuid": UUID}))
     assert error["extensions"] == {"code": code, "upstreamStatus": status}
     assert_clean(error)
+    assert simulator.served(UUID) == 1
 
 
 async def test_a_wrong_token_is_upstream_unauthenticated(simulator: Simulator) -> None:
@@ -101,27 +103,54 @@ async def test_a_wrong_token_is_upstream_unauthenticated(simulator: Simulator) -
     assert "wrong-token-value" not in str(error)
 
 
-@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), (None, 1.0)])
-async def test_429_is_rate_limited_with_retry_after(
-    gateway: httpx.AsyncClient, simulator: Simulator, header: str | None, expected: float
+async def test_429_past_the_deadline_is_rate_limited_without_retry(
+    gateway: httpx.AsyncClient, simulator: Simulator
 ) -> None:
-    if header is None:
-        simulator.queue_fault("429")
-    else:
-        simulator.queue_fault("429", retry_after=header)
+    simulator.queue_fault("429", retry_after="30")
     error = only_error(await graphql(gateway, QUERY, {"uuid": UUID}))
-    assert error["extensions"] == {"code": "RATE_LIMITED", "retryAfter": expected}
+    assert error["extensions"] == {"code": "RATE_LIMITED", "retryAfter": 30.0}
     assert_clean(error)
+    assert simulator.served(UUID) == 1
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
-async def test_5xx_is_upstream_error(
+async def test_429_within_the_deadline_is_retried_after_retry_after(
+    gateway: httpx.AsyncClient, simulator: Simulator
+) -> None:
+    simulator.queue_fault("429", retry_after="0")
+    body = await graphql(gateway, QUERY, {"uuid": UUID})
+    assert "errors" not in body
+    assert simulator.served(UUID) == 2
+
+
+async def test_500_is_upstream_error_and_not_retried(
+    gateway: httpx.AsyncClient, simulator: Simulator
+) -> None:
+    simulator.queue_fault("500")
+    error = only_error(await graphql(gateway, QUERY, {"uuid": UUID}))
+    assert error["extensions"] == {"code": "UPSTREAM_ERROR", "upstreamStatus": 500}
+    assert_clean(error)
+    assert simulator.served(UUID) == 1
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_502_503_504_are_retried_then_upstream_error(
     gateway: httpx.AsyncClient, simulator: Simulator, status: int
 ) -> None:
-    simulator.queue_fault(str(status))
+    simulator.configure(fault=str(status))
     error = only_error(await graphql(gateway, QUERY, {"uuid": UUID}))
     assert error["extensions"] == {"code": "UPSTREAM_ERROR", "upstreamStatus": status}
     assert_clean(error)
+    assert simulator.served(UUID) == 3  # PLIVO_RETRY_ATTEMPTS
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_a_passing_5xx_is_absorbed_by_a_retry(
+    gateway: httpx.AsyncClient, simulator: Simulator, status: int
+) -> None:
+    simulator.queue_fault(str(status))
+    body = await graphql(gateway, QUERY, {"uuid": UUID})
+    assert "errors" not in body
+    assert simulator.served(UUID) == 2
 
 
 async def test_unreadable_body_is_upstream_error(
@@ -131,19 +160,32 @@ async def test_unreadable_body_is_upstream_error(
     error = only_error(await graphql(gateway, QUERY, {"uuid": UUID}))
     assert error["extensions"] == {"code": "UPSTREAM_ERROR"}
     assert "html" not in str(error).lower()
+    assert simulator.served(UUID) == 1
 
 
-async def test_slow_answer_is_upstream_timeout(simulator: Simulator) -> None:
-    simulator.queue_fault("slow", delay_ms=1500)
-    async with gateway_client(make_settings(simulator.url, PLIVO_READ_TIMEOUT="0.3")) as client:
+async def test_slow_answer_is_retried_then_upstream_timeout(simulator: Simulator) -> None:
+    simulator.configure(fault="slow")
+    settings = make_settings(simulator.url, PLIVO_READ_TIMEOUT="0.2")
+    async with gateway_client(settings) as client:
         error = only_error(await graphql(client, QUERY, {"uuid": UUID}))
     assert error["extensions"] == {"code": "UPSTREAM_TIMEOUT"}
+    assert simulator.served(UUID) == 3  # each attempt timed out
+    simulator.configure(fault=None)
 
 
-async def test_reset_connection_is_upstream_unavailable(
+async def test_the_deadline_bounds_the_whole_call(simulator: Simulator) -> None:
+    simulator.configure(latency_ms=3000)
+    settings = make_settings(simulator.url, PLIVO_READ_TIMEOUT="10", PLIVO_DEADLINE="0.5")
+    async with gateway_client(settings) as client:
+        error = only_error(await graphql(client, QUERY, {"uuid": UUID}))
+    assert error["extensions"] == {"code": "UPSTREAM_TIMEOUT"}
+    assert "0.5 s deadline" in str(error["message"])
+
+
+async def test_reset_connection_is_retried_then_upstream_unavailable(
     gateway: httpx.AsyncClient, simulator: Simulator
 ) -> None:
-    simulator.queue_fault("reset")
+    simulator.configure(fault="reset")
     error = only_error(await graphql(gateway, QUERY, {"uuid": UUID}))
     assert error["extensions"] == {"code": "UPSTREAM_UNAVAILABLE"}
 
@@ -158,7 +200,7 @@ async def test_refused_connection_is_upstream_unavailable() -> None:
 async def test_upstream_errors_are_logged_without_the_token(
     gateway: httpx.AsyncClient, simulator: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    simulator.queue_fault("503")
+    simulator.queue_fault("500")
     with caplog.at_level(logging.DEBUG):
         await graphql(gateway, QUERY, {"uuid": UUID})
     assert "UpstreamFailed" in caplog.text

@@ -42,6 +42,7 @@ def start_gateways(
             "PLIVO_AUTH_ID": AUTH_ID,
             "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
             "PLIVO_API_URL": simulator.url,
+            "GATEWAY_AUTH": "none",
             **env,
         }
         log = tmp_path / f"gateway-{index}.log"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import quote
 
 import httpx
@@ -29,6 +30,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.plivo.models import MalformedSession, Session, canonical_session_uuid, parse_session
+from gateway.request_context import request_id
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +70,24 @@ def create_http_client(
     )
 
 
+class RequestObserver(Protocol):
+    """Hears about every request sent to Plivo: its status (or failure) and latency."""
+
+    def upstream(self, status: str, seconds: float) -> None: ...
+
+
 class PlivoClient:
     """Reads Verify sessions from Plivo's REST API (or the built-in simulator)."""
 
-    def __init__(self, http: httpx.AsyncClient, credential: Credential) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        credential: Credential,
+        observer: RequestObserver | None = None,
+    ) -> None:
         self._http = http
         self.credential = credential
+        self._observer = observer
 
     def session_path(self, session_uuid: str) -> str:
         """The path of one session; the uuid is validated and percent-encoded."""
@@ -89,23 +103,35 @@ class PlivoClient:
 
     async def _send(self, method: str, path: str, *, subject: str) -> httpx.Response:
         auth = (self.credential.auth_id, self.credential.auth_token)
+        rid = request_id.get()
+        headers = {"X-Request-ID": rid} if rid else None
         started = time.perf_counter()
         try:
-            response = await self._http.request(method, path, auth=auth)
+            response = await self._http.request(method, path, auth=auth, headers=headers)
         except httpx.TimeoutException as exc:
+            self._observe("timeout", started)
             raise UpstreamTimeout(
                 f"Plivo did not answer in time for {subject}", method=method, path=path
             ) from exc
         except httpx.TransportError as exc:
+            self._observe("connection", started)
             raise UpstreamUnavailable(
                 f"the connection to Plivo failed for {subject} ({type(exc).__name__})",
                 method=method,
                 path=path,
             ) from exc
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        logger.debug("plivo %s %s -> %d in %.1f ms", method, path, response.status_code, elapsed_ms)
+        elapsed = self._observe(str(response.status_code), started)
+        logger.debug(
+            "plivo %s %s -> %d in %.1f ms", method, path, response.status_code, elapsed * 1e3
+        )
         _raise_for_status(response, method, path, subject)
         return response
+
+    def _observe(self, status: str, started: float) -> float:
+        elapsed = time.perf_counter() - started
+        if self._observer is not None:
+            self._observer.upstream(status, elapsed)
+        return elapsed
 
 
 def _raise_for_status(response: httpx.Response, method: str, path: str, subject: str) -> None:

@@ -10,6 +10,7 @@ from typing import Protocol
 import strawberry
 from strawberry.dataloader import DataLoader
 
+from gateway.errors import Forbidden
 from gateway.plivo.models import Session
 
 
@@ -38,6 +39,7 @@ class Context:
 
     sessions: SessionReader
     refresh: bool = False
+    scopes: frozenset[str] = frozenset({"read", "write", "passthrough"})
     cache_report: dict[str, dict[str, object]] = field(default_factory=dict)
     loader: DataLoader[str, Session | None] = field(init=False)
 
@@ -60,3 +62,9 @@ class Context:
 
 
 Info = strawberry.Info[Context, None]
+
+
+def require(info: Info, scope: str) -> None:
+    """Raise Forbidden unless the caller's key holds `scope`."""
+    if scope not in info.context.scopes:
+        raise Forbidden(f"this API key lacks the {scope} scope")

@@ -13,6 +13,7 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
 from gateway.errors import (
+    Forbidden,
     GatewayError,
     InvalidSessionUuid,
     UpstreamError,
@@ -33,6 +34,8 @@ def gateway_error_extensions(error: GatewayError) -> dict[str, object]:
     """The `extensions` a client sees for an error we raised on purpose."""
     if isinstance(error, InvalidSessionUuid):
         return {"code": "BAD_USER_INPUT"}
+    if isinstance(error, Forbidden):
+        return {"code": "FORBIDDEN"}
     if isinstance(error, UpstreamRateLimited):
         extensions: dict[str, object] = {"code": "RATE_LIMITED"}
         if error.retry_after is not None:

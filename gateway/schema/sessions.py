@@ -7,7 +7,7 @@ from typing import cast
 import strawberry
 
 from gateway.plivo import models
-from gateway.schema.context import Info
+from gateway.schema.context import Info, require
 from gateway.schema.scalars import DateTime, Decimal
 
 Channel = models.Channel
@@ -126,5 +126,6 @@ class Query:
         description="A Verify session by its uuid; null when Plivo has no such session."
     )
     async def session(self, info: Info, uuid: strawberry.ID) -> VerifySession | None:
+        require(info, "read")
         found = await info.context.loader.load(models.canonical_session_uuid(str(uuid)))
         return VerifySession.from_model(found) if found is not None else None

@@ -38,6 +38,7 @@ class SimulatorSettings:
     latency_ms: float = 0.0
     fault: str | None = None
     bench: bool = False
+    extra_credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 class SimulatorState:
@@ -52,20 +53,28 @@ class SimulatorState:
         self.served = 0
         self.by_status: Counter[int] = Counter()
         self.by_session: Counter[str] = Counter()
-        expected = f"{settings.auth_id}:{settings.auth_token}".encode()
-        self._expected_auth = b"Basic " + base64.b64encode(expected)
+        accounts = ((settings.auth_id, settings.auth_token), *settings.extra_credentials)
+        self._expected_auth = {
+            account: b"Basic " + base64.b64encode(f"{account}:{token}".encode())
+            for account, token in accounts
+        }
 
     def is_authorized(self, header: str | None, auth_id: str) -> bool:
-        """Basic auth with the configured credential, for the account in the path."""
+        """Basic auth with a configured credential, for the account in the path."""
         given = (header or "").encode("latin-1", "replace")
-        return hmac.compare_digest(given, self._expected_auth) and auth_id == self.settings.auth_id
+        expected = self._expected_auth.get(auth_id)
+        return expected is not None and hmac.compare_digest(given, expected)
 
-    def count(self, session_uuid: str, status: int) -> None:
+    def arrived(self, session_uuid: str) -> None:
+        """Count a session request when it arrives (so a slow answer counts at once)."""
         self.served += 1
-        self.by_status[status] += 1
         key = session_uuid.lower()
         if key in self.by_session or len(self.by_session) < _TRACKED_SESSIONS:
             self.by_session[key] += 1
+
+    def answered(self, status: int) -> None:
+        """Count the status a session request was answered with."""
+        self.by_status[status] += 1
 
     def stats(self) -> dict[str, object]:
         return {
@@ -99,10 +108,11 @@ class _DroppedConnection(Response):
 async def get_session(request: Request) -> Response:
     state: SimulatorState = request.app.state.simulator
     auth_id, session_uuid = request.path_params["auth_id"], request.path_params["session_uuid"]
+    state.arrived(session_uuid)
     fault = _request_fault(request, state, session_uuid)
     await _delay(request, state, fault)
     response = _answer(request, state, auth_id, session_uuid, fault)
-    state.count(session_uuid, response.status_code)
+    state.answered(response.status_code)
     return response
 
 
@@ -142,7 +152,7 @@ def _answer(
     if key in state.sessions:
         return JSONResponse(state.sessions[key])
     if state.bench is not None and _CANONICAL.fullmatch(key):
-        return Response(state.bench.render(key), media_type="application/json")
+        return Response(state.bench.render(key, auth_id), media_type="application/json")
     return plivo_error(404, "not found")
 
 

@@ -82,18 +82,23 @@ def generated_session(rng: random.Random, *, status: str, channel: str) -> dict[
 
 
 class BenchTemplate:
-    """Bench mode: any canonical uuid answers the docs example with that uuid, cheaply."""
+    """Bench mode: any canonical uuid answers the docs example with that uuid, cheaply.
+
+    Its `alias` names the account that asked, so a load test can tell whose data it got.
+    """
 
     def __init__(self) -> None:
         body = fixtures.load("get-docs-example")
         assert isinstance(body, dict)
-        marker = "__SESSION_UUID__"
-        head, tail = json.dumps({**body, "session_uuid": marker}).split(marker)
-        self._head, self._tail = head.encode(), tail.encode()
+        uuid_mark, alias_mark = "__SESSION_UUID__", "__ALIAS__"
+        text = json.dumps({**body, "session_uuid": uuid_mark, "alias": alias_mark})
+        head, rest = text.split(uuid_mark)
+        middle, tail = rest.split(alias_mark)
+        self._head, self._middle, self._tail = head.encode(), middle.encode(), tail.encode()
 
-    def render(self, session_uuid: str) -> bytes:
-        """The body for `session_uuid`."""
-        return self._head + session_uuid.encode() + self._tail
+    def render(self, session_uuid: str, account: str) -> bytes:
+        """The body for `session_uuid`, asked for by `account`."""
+        return self._head + session_uuid.encode() + self._middle + account.encode() + self._tail
 
 
 def _uuid4(rng: random.Random) -> uuid.UUID:

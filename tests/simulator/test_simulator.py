@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -173,9 +174,15 @@ def test_settings_repr_hides_the_token() -> None:
     assert AUTH_TOKEN not in repr(SimulatorSettings(AUTH_ID, AUTH_TOKEN))
 
 
+SUB_ID, SUB_TOKEN = "SAODZKMDFJMJU3MTEYNG", "sub-token"
+
+
 @pytest.fixture(scope="module")
-def bench_simulator() -> object:
-    app: Starlette = create_simulator(SimulatorSettings(AUTH_ID, AUTH_TOKEN, bench=True))
+def bench_simulator() -> Iterator[Simulator]:
+    settings = SimulatorSettings(
+        AUTH_ID, AUTH_TOKEN, bench=True, extra_credentials=((SUB_ID, SUB_TOKEN),)
+    )
+    app: Starlette = create_simulator(settings)
     with serve_in_thread(app) as url:
         yield Simulator(url)
 
@@ -186,5 +193,15 @@ def test_bench_mode_answers_any_canonical_uuid(bench_simulator: Simulator) -> No
     assert response.status_code == 200
     body = response.json()
     assert body["session_uuid"] == uuid
+    assert body["alias"] == AUTH_ID
     assert body["attempt_details"] == fixtures.load("get-docs-example")["attempt_details"]  # type: ignore[index]
     assert get(session_url(bench_simulator, "not-a-uuid")).status_code == 404
+
+
+def test_extra_credentials_are_accepted_for_their_own_account(bench_simulator: Simulator) -> None:
+    uuid = "11111111-2222-4333-8444-555555555555"
+    own = get(session_url(bench_simulator, uuid, auth_id=SUB_ID), auth=(SUB_ID, SUB_TOKEN))
+    assert own.status_code == 200
+    assert own.json()["alias"] == SUB_ID
+    crossed = get(session_url(bench_simulator, uuid, auth_id=AUTH_ID), auth=(SUB_ID, SUB_TOKEN))
+    assert crossed.status_code == 401

@@ -1,0 +1,79 @@
+"""Who is calling: API keys presented as `Authorization: Bearer <key>`, and pass-through.
+
+Keys are configured by their SHA-256 digest only; a presented key is hashed and looked up,
+so the gateway never holds a key in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.config import AUTH_ID_PATTERN, SCOPES, ApiKey
+from gateway.errors import BadCredentialHeaders, Forbidden, Unauthenticated
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: its key's name and scopes."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        """Whether this caller holds `scope`."""
+        return scope in self.scopes
+
+
+@dataclass(frozen=True)
+class PassThrough:
+    """A Plivo credential a caller sent for its own requests."""
+
+    auth_id: str
+    auth_token: str = field(repr=False)
+
+
+ANONYMOUS = Principal("anonymous", frozenset(SCOPES))
+
+
+class Authenticator:
+    """Maps a request's headers to a Principal (or raises Unauthenticated)."""
+
+    def __init__(self, keys: tuple[ApiKey, ...], *, required: bool) -> None:
+        self._by_digest = {key.sha256: key for key in keys}
+        self.required = required
+
+    def principal(self, headers: Mapping[str, str]) -> Principal:
+        """The caller, from `Authorization: Bearer <key>`."""
+        if not self.required:
+            return ANONYMOUS
+        scheme, _, presented = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
+        digest = hashlib.sha256(presented.strip().encode("utf-8", "replace")).hexdigest()
+        key = self._by_digest.get(digest)
+        if key is None:
+            raise Unauthenticated("the API key is not known")
+        return Principal(key.name, key.scopes)
+
+
+def pass_through(headers: Mapping[str, str], principal: Principal) -> PassThrough | None:
+    """The caller's own Plivo credential, if it sent one and may."""
+    auth_id = headers.get("x-plivo-auth-id")
+    token = headers.get("x-plivo-auth-token")
+    if auth_id is None and token is None:
+        return None
+    if not principal.allows("passthrough"):
+        raise Forbidden("this API key may not send a Plivo credential (needs passthrough)")
+    if not auth_id or not token or not AUTH_ID_PATTERN.fullmatch(auth_id):
+        raise BadCredentialHeaders(
+            "X-Plivo-Auth-Id (MA or SA and 18 capitals or digits) and X-Plivo-Auth-Token"
+            " must be sent together"
+        )
+    return PassThrough(auth_id, token)
+
+
+def key_digest(key: str) -> str:
+    """The SHA-256 hex digest to configure for `key`."""
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,117 @@
+"""Prometheus metrics, one registry per app (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MAX_LABEL_VALUES = 50
+
+
+class BoundedLabels:
+    """Caller-chosen label values (operation names) up to a bound, then "other"."""
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self._seen: set[str] = set()
+        self._limit = limit
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return "other"
+        self._seen.add(value)
+        return value
+
+
+class Metrics:
+    """Every metric the gateway exports; its methods are the observers the layers call."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "GraphQL operations by name and outcome",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "gateway_request_seconds",
+            "GraphQL request latency",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests", "Requests to Plivo by status", ["status"], registry=r
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_seconds",
+            "Plivo latency by status",
+            ["status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "gateway_cache_lookups",
+            "Session lookups by result (hit, miss, stale)",
+            ["result"],
+            registry=r,
+        )
+        self.coalesced_waiters = Counter(
+            "gateway_coalesced_waiters",
+            "Lookups that waited for a fetch already in flight",
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "gateway_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            ["breaker"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "gateway_upstream_retries", "Retries by reason", ["reason"], registry=r
+        )
+        self.budget_refusals = Counter(
+            "gateway_budget_refusals", "Upstream calls refused by the fleet-wide budget", registry=r
+        )
+        self.refresh_refusals = Counter(
+            "gateway_refresh_refusals",
+            "Cache-Control: no-cache refetches refused by rate",
+            registry=r,
+        )
+        self._operations = BoundedLabels()
+        self._breakers = BoundedLabels()
+
+    def request(self, operation: str, outcome: str, seconds: float) -> None:
+        name = self._operations(operation)
+        self.requests.labels(name, outcome).inc()
+        self.request_seconds.labels(name).observe(seconds)
+
+    def upstream(self, status: str, seconds: float) -> None:
+        self.upstream_requests.labels(status).inc()
+        self.upstream_seconds.labels(status).observe(seconds)
+
+    def cache(self, result: str) -> None:
+        self.cache_lookups.labels(result).inc()
+
+    def coalesced(self) -> None:
+        self.coalesced_waiters.inc()
+
+    def retried(self, reason: str) -> None:
+        self.retries.labels(reason).inc()
+
+    def breaker_changed(self, name: str, state: str) -> None:
+        self.breaker_state.labels(self._breakers(name)).set(BREAKER_VALUES.get(state, -1.0))
+
+    def budget_refused(self) -> None:
+        self.budget_refusals.inc()
+
+    def refresh_refused(self) -> None:
+        self.refresh_refusals.inc()
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        return generate_latest(self.registry)

@@ -1,0 +1,212 @@
+"""Retries, a circuit breaker and a bulkhead around the Plivo client.
+
+- Reads are retried on connection errors, timeouts, 502, 503, 504 and 429 (after its
+  Retry-After when that fits the deadline), with jittered exponential backoff, all inside
+  one overall deadline. Other 4xx are never retried. (tenacity does the retrying.)
+- The breaker counts transport errors, timeouts and 5xx once per request, after retries;
+  N in a row open it for a cool-down, then one probe goes through.
+- The bulkhead caps the requests in flight to Plivo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from gateway.errors import (
+    UpstreamError,
+    UpstreamFailed,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.plivo.client import Credential, PlivoClient
+from gateway.plivo.models import Session
+
+T = TypeVar("T")
+RETRIED_STATUSES = frozenset({502, 503, 504})
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """The breaker is open: Plivo failed too often just now, so no request is sent."""
+
+
+class UpstreamObserver(Protocol):
+    """Hears about retries and breaker changes (metrics implement it)."""
+
+    def retried(self, reason: str) -> None: ...
+
+    def breaker_changed(self, name: str, state: BreakerState) -> None: ...
+
+
+class NoObserver:
+    """Hears nothing."""
+
+    def retried(self, reason: str) -> None:
+        """Nothing."""
+
+    def breaker_changed(self, name: str, state: BreakerState) -> None:
+        """Nothing."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to try; the deadline bounds the whole call, retries included."""
+
+    attempts: int = 3
+    deadline: float = 5.0
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+
+
+class CircuitBreaker:
+    """Opens after `threshold` failures in a row, for `cooldown` seconds, then lets one probe."""
+
+    def __init__(
+        self, name: str, threshold: int, cooldown: float, observer: UpstreamObserver
+    ) -> None:
+        self.name, self.threshold, self.cooldown = name, threshold, cooldown
+        self.state: BreakerState = "closed"
+        self._failures = 0
+        self._opened_at = 0.0
+        self._observer = observer
+
+    def admit(self, method: str, path: str) -> None:
+        """Let a request through, or raise CircuitOpen."""
+        if self.state == "closed":
+            return
+        if self.state == "open" and time.monotonic() - self._opened_at >= self.cooldown:
+            self._move("half_open")  # this caller is the probe
+            return
+        raise CircuitOpen("Plivo is failing; requests are paused", method=method, path=path)
+
+    def succeeded(self) -> None:
+        """Plivo answered (any status but 5xx)."""
+        self._failures = 0
+        if self.state != "closed":
+            self._move("closed")
+
+    def failed(self) -> None:
+        """A request failed with a transport error, a timeout or a 5xx, after its retries."""
+        self._failures += 1
+        if self.state == "half_open" or self._failures >= self.threshold:
+            self._opened_at = time.monotonic()
+            self._move("open")
+
+    def _move(self, state: BreakerState) -> None:
+        self.state = state
+        self._observer.breaker_changed(self.name, state)
+
+
+def is_outage(error: BaseException) -> bool:
+    """What the breaker counts: transport errors, timeouts and 5xx."""
+    if isinstance(error, UpstreamFailed):
+        return error.status_code is not None and error.status_code >= 500
+    return isinstance(error, UpstreamTimeout | UpstreamUnavailable)
+
+
+def retry_reason(error: BaseException) -> str | None:
+    """Why `error` may be retried, or None when it may not."""
+    if isinstance(error, UpstreamTimeout):
+        return "timeout"
+    if isinstance(error, UpstreamUnavailable) and not isinstance(error, CircuitOpen):
+        return "connection"
+    if isinstance(error, UpstreamFailed) and error.status_code in RETRIED_STATUSES:
+        return str(error.status_code)
+    if isinstance(error, UpstreamRateLimited):
+        return "429"
+    return None
+
+
+class ResilientClient:
+    """A PlivoClient whose reads go through retries, the breaker and the bulkhead."""
+
+    def __init__(
+        self,
+        client: PlivoClient,
+        *,
+        policy: RetryPolicy,
+        breaker: CircuitBreaker,
+        bulkhead: asyncio.Semaphore,
+        observer: UpstreamObserver,
+    ) -> None:
+        self._client, self._policy = client, policy
+        self.breaker, self._bulkhead, self._observer = breaker, bulkhead, observer
+        self._backoff = wait_exponential_jitter(
+            multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.initial_backoff
+        )
+
+    @property
+    def credential(self) -> Credential:
+        """The credential used upstream."""
+        return self._client.credential
+
+    async def get_session(self, session_uuid: str) -> Session:
+        """One session, with retries inside the deadline; raises like PlivoClient."""
+        path = self._client.session_path(session_uuid)
+        self.breaker.admit("GET", path)
+        try:
+            session = await self._call(lambda: self._client.get_session(session_uuid), path)
+        except UpstreamError as exc:
+            if is_outage(exc):
+                self.breaker.failed()
+            else:
+                self.breaker.succeeded()
+            raise
+        self.breaker.succeeded()
+        return session
+
+    async def _call(self, call: Callable[[], Awaitable[T]], path: str) -> T:
+        started = time.monotonic()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._policy.attempts)
+            | stop_before_delay(self._policy.deadline),
+            wait=self._wait,
+            retry=lambda state: self._should_retry(state, started),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            async with asyncio.timeout(self._policy.deadline):
+                async for attempt in retrying:
+                    with attempt:
+                        async with self._bulkhead:
+                            return await call()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"Plivo did not answer within the {self._policy.deadline:g} s deadline",
+                method="GET",
+                path=path,
+            ) from exc
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _should_retry(self, state: RetryCallState, started: float) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        if error is None or retry_reason(error) is None:
+            return False
+        if isinstance(error, UpstreamRateLimited) and error.retry_after is not None:
+            remaining = self._policy.deadline - (time.monotonic() - started)
+            return error.retry_after < remaining
+        return True
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, UpstreamRateLimited) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._backoff(state))
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        self._observer.retried(retry_reason(error) or "other" if error else "other")

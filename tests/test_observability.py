@@ -1,0 +1,186 @@
+"""Health, readiness, metrics, request ids, JSON logs, traces and CORS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from gateway import fixtures
+from gateway.observability import JsonFormatter, accepted_request_id
+from gateway.request_context import request_id
+from tests.conftest import Simulator, gateway_client, graphql, make_settings
+from tests.redis_server import own_redis
+from tests.servers import free_port, process, wait_for_http
+
+UUID = fixtures.DOCS_EXAMPLE_UUID
+QUERY = "query S($uuid: ID!) { session(uuid: $uuid) { sessionUuid status } }"
+
+
+async def test_readyz_reports_the_cache_and_stays_200_when_redis_is_down(
+    simulator: Simulator,
+) -> None:
+    with own_redis() as redis:
+        settings = make_settings(simulator.url, GATEWAY_CACHE_URL=redis.url)
+        async with gateway_client(settings) as client:
+            assert (await client.get("/readyz")).json() == {"status": "ready", "cache": "ok"}
+            redis.stop()
+            degraded = await client.get("/readyz")
+            assert degraded.status_code == 200
+            assert degraded.json() == {"status": "ready", "cache": "degraded"}
+            assert (await graphql(client, QUERY, {"uuid": UUID}))["data"] is not None
+
+
+async def test_metrics_count_requests_cache_and_upstream(gateway: httpx.AsyncClient) -> None:
+    await gateway.post(
+        "/graphql", json={"query": QUERY, "variables": {"uuid": UUID}, "operationName": "S"}
+    )
+    await gateway.post(
+        "/graphql", json={"query": QUERY, "variables": {"uuid": UUID}, "operationName": "S"}
+    )
+    await gateway.post("/graphql", json={"query": "{ nope }"})
+    response = await gateway.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'gateway_requests_total{operation="S",outcome="ok"} 2.0' in text
+    assert 'outcome="GRAPHQL_VALIDATION_FAILED"' in text
+    assert 'gateway_cache_lookups_total{result="miss"} 1.0' in text
+    assert 'gateway_cache_lookups_total{result="hit"} 1.0' in text
+    assert 'gateway_upstream_requests_total{status="200"} 1.0' in text
+    assert "gateway_request_seconds_bucket" in text
+    assert "gateway_upstream_seconds_bucket" in text
+
+
+async def test_operation_names_cannot_blow_up_metric_labels(gateway: httpx.AsyncClient) -> None:
+    for index in range(80):
+        await gateway.post("/graphql", json={"query": f"query Q{index} {{ __typename }}"})
+    text = (await gateway.get("/metrics")).text
+    assert 'operation="other"' in text
+    assert 'operation="Q79"' not in text
+
+
+async def test_coalesced_waiters_are_counted(
+    gateway: httpx.AsyncClient, simulator: Simulator
+) -> None:
+    simulator.configure(latency_ms=100)
+    await asyncio.gather(*(graphql(gateway, QUERY, {"uuid": UUID}) for _ in range(5)))
+    text = (await gateway.get("/metrics")).text
+    assert "gateway_coalesced_waiters_total 4.0" in text
+
+
+async def test_request_id_is_accepted_returned_and_sent_upstream() -> None:
+    seen: list[str | None] = []
+
+    async def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("x-request-id"))
+        return httpx.Response(200, json=fixtures.load("get-docs-example"))
+
+    settings = make_settings("http://upstream.test")
+    async with gateway_client(settings, transport=httpx.MockTransport(upstream)) as client:
+        body = {"query": QUERY, "variables": {"uuid": UUID}}
+        given = await client.post("/graphql", json=body, headers={"X-Request-ID": "abc-123"})
+        made = await client.get("/healthz", headers={"X-Request-ID": "bad id\nwith newline"})
+    assert given.headers["x-request-id"] == "abc-123"
+    assert seen == ["abc-123"]
+    assert made.headers["x-request-id"] != "bad id\nwith newline"
+    assert len(made.headers["x-request-id"]) == 32
+
+
+def test_only_sane_request_ids_are_accepted() -> None:
+    assert accepted_request_id("req-1.2:3_x") == "req-1.2:3_x"
+    for bad in (None, "", "x" * 129, "a b", "ü"):
+        assert accepted_request_id(bad) != bad
+
+
+def test_json_log_lines_carry_the_request_id() -> None:
+    record = logging.LogRecord("gateway", logging.WARNING, __file__, 1, "hello %s", ("x",), None)
+    token = request_id.set("rid-42")
+    try:
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id.reset(token)
+    assert line["message"] == "hello x"
+    assert line["request_id"] == "rid-42"
+    assert line["level"] == "WARNING"
+
+
+async def test_each_request_is_a_span_when_an_sdk_is_configured(simulator: Simulator) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = make_settings(simulator.url)
+    async with gateway_client(settings, tracer=provider.get_tracer("test")) as client:
+        await client.post(
+            "/graphql",
+            json={"query": QUERY, "variables": {"uuid": UUID}},
+            headers={"X-Request-ID": "trace-me"},
+        )
+    spans = exporter.get_finished_spans()
+    assert [span.name for span in spans] == ["POST /graphql"]
+    attributes = dict(spans[0].attributes or {})
+    assert attributes["gateway.request_id"] == "trace-me"
+    assert attributes["http.response.status_code"] == 200
+
+
+async def test_cors_allow_list(simulator: Simulator) -> None:
+    settings = make_settings(simulator.url, GATEWAY_CORS_ORIGINS="https://app.example.com")
+    async with gateway_client(settings) as client:
+        allowed = await client.options(
+            "/graphql",
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        other = await client.post(
+            "/graphql", json={"query": "{ __typename }"}, headers={"Origin": "https://evil.example"}
+        )
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_no_cors_headers_by_default(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"Origin": "https://app.example.com"}
+    )
+    assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.e2e
+def test_shutdown_drains_requests_in_flight(simulator: Simulator, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "PLIVO_AUTH_ID": "MAODZKMDFJMJU3MTEYNG",
+        "PLIVO_AUTH_TOKEN": "sim-token-for-tests",
+        "PLIVO_API_URL": simulator.url,
+        "GATEWAY_AUTH": "none",
+    }
+    simulator.configure(latency_ms=1000)
+    results: list[httpx.Response] = []
+    with process("serve", "--port", str(port), env=env, log=tmp_path / "gw.log") as child:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
+        url = f"http://127.0.0.1:{port}/graphql"
+        body = {"query": QUERY, "variables": {"uuid": UUID}}
+        thread = threading.Thread(
+            target=lambda: results.append(httpx.post(url, json=body, timeout=10))
+        )
+        thread.start()
+        time.sleep(0.4)
+        child.send_signal(signal.SIGTERM)
+        thread.join(timeout=10)
+        child.wait(timeout=10)
+    assert results[0].status_code == 200
+    assert results[0].json()["data"]["session"]["sessionUuid"] == UUID
+    log = (tmp_path / "gw.log").read_text()
+    assert '"logger": "gateway.access"' in log  # JSON logs from `serve`
