@@ -21,13 +21,21 @@ from gateway import graphiql
 from gateway.auth import Authenticator, PassThrough, Principal
 from gateway.cache import SessionCache, create_cache
 from gateway.config import Settings
-from gateway.endpoint import EndpointLimits, GraphQLEndpoint, RequestError, retry_after_header
+from gateway.endpoint import (
+    EndpointLimits,
+    GraphQLEndpoint,
+    RequestError,
+    retry_after_header,
+    wants_refresh,
+)
 from gateway.limits import QueryLimits
 from gateway.metrics import Metrics
 from gateway.observability import RequestContextMiddleware
-from gateway.plivo.client import Credential, create_http_client
+from gateway.plivo.client import DEFAULT_HEADERS, Credential, create_http_client
 from gateway.plivo.resilience import RetryPolicy
+from gateway.plivo.transport import AiohttpUpstream, HttpxUpstream, UpstreamHTTP
 from gateway.ratelimit import RefreshLimiter
+from gateway.response_cache import ResponseCache
 from gateway.schema import SchemaOptions, build_schema
 from gateway.schema.context import Context
 from gateway.services import BreakerPolicy, SessionServices
@@ -35,6 +43,28 @@ from gateway.sessions import CachePolicy
 
 logger = logging.getLogger(__name__)
 PASS_THROUGH_HEADERS = ("x-plivo-auth-id", "x-plivo-auth-token")
+
+
+def build_upstream(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> UpstreamHTTP:
+    """aiohttp by default; httpx when chosen, or when a test hands in a transport."""
+    if settings.upstream_client == "aiohttp" and transport is None:
+        return AiohttpUpstream(
+            settings.plivo_api_url,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_connections=settings.max_upstream_concurrency,
+            headers=DEFAULT_HEADERS,
+        )
+    client = create_http_client(
+        settings.plivo_api_url,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_connections=settings.max_upstream_concurrency,
+        transport=transport,
+    )
+    return HttpxUpstream(client)
 
 
 def build_cache(settings: Settings) -> SessionCache:
@@ -61,12 +91,6 @@ def cache_policy(settings: Settings) -> CachePolicy:
     )
 
 
-def wants_refresh(request: Request) -> bool:
-    """`Cache-Control: no-cache` asks for a copy fresh from Plivo."""
-    directives = request.headers.get("cache-control", "").lower().split(",")
-    return any(directive.strip() == "no-cache" for directive in directives)
-
-
 def asset_endpoint(files: dict[str, Path]) -> Callable[[Request], Awaitable[Response]]:
     """Serves exactly the GraphiQL files by name, nothing else of node_modules."""
 
@@ -91,13 +115,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        http = create_http_client(
-            settings.plivo_api_url,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            max_connections=settings.max_upstream_concurrency,
-            transport=transport,
-        )
+        http = build_upstream(settings, transport)
         cache = build_cache(settings)
         app.state.cache = cache
         app.state.services = SessionServices(
@@ -114,7 +132,7 @@ def create_app(
         try:
             yield
         finally:
-            await http.aclose()
+            await http.close()
             await cache.close()
 
     def context(request: Request, principal: Principal, credential: PassThrough | None) -> Context:
@@ -176,6 +194,9 @@ def create_app(
         ),
         observer=metrics,
         graphiql_html=graphiql_html,
+        responses=ResponseCache(
+            0 if settings.cache_url == "none" else settings.response_cache_entries
+        ),
     )
     routes.append(Route("/graphql", endpoint.handle, methods=["GET", "POST"]))
     middleware = [

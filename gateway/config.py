@@ -75,6 +75,8 @@ class Settings:
     refresh_per_minute: int = 30
     shutdown_grace: float = 10.0
     log_format: Literal["json", "text"] = "json"
+    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    response_cache_entries: int = 10_000
 
     @property
     def is_production(self) -> bool:
@@ -146,6 +148,8 @@ def _read_hardening(reader: _Reader) -> dict[str, Any]:
         "refresh_per_minute": reader.optional("GATEWAY_REFRESH_PER_MINUTE", _positive_int),
         "shutdown_grace": reader.optional("GATEWAY_SHUTDOWN_GRACE", _seconds),
         "log_format": reader.optional("GATEWAY_LOG_FORMAT", _log_format),
+        "upstream_client": reader.optional("PLIVO_HTTP_CLIENT", _upstream_client),
+        "response_cache_entries": reader.optional("GATEWAY_RESPONSE_CACHE_ENTRIES", _count),
     }
 
 
@@ -197,6 +201,14 @@ def _origins(raw: str) -> tuple[str, ...]:
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
             raise ValueError("must be origins like https://app.example.com, comma-separated")
     return origins
+
+
+def _upstream_client(raw: str) -> Literal["aiohttp", "httpx"]:
+    if raw == "aiohttp":
+        return "aiohttp"
+    if raw == "httpx":
+        return "httpx"
+    raise ValueError("must be aiohttp or httpx")
 
 
 def _log_format(raw: str) -> Literal["json", "text"]:
@@ -298,6 +310,12 @@ def _key_prefix(raw: str) -> str:
 def _positive_int(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError("must be a whole number of at least 1")
+    return int(raw)
+
+
+def _count(raw: str) -> int:
+    if not raw.isdigit():
+        raise ValueError("must be a whole number (0 turns it off)")
     return int(raw)
 
 

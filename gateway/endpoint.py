@@ -8,6 +8,7 @@ execution are 400 when the client accepts application/graphql-response+json).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import orjson
 import strawberry
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -27,7 +29,10 @@ from strawberry.types.graphql import OperationType
 
 from gateway.auth import Authenticator, PassThrough, Principal, pass_through
 from gateway.errors import BadCredentialHeaders, Forbidden, LimitExceeded, Unauthenticated
-from gateway.limits import QueryLimits, check_document
+from gateway.limits import DocumentChecker, QueryLimits
+from gateway.response_cache import ResponseCache
+from gateway.schema.context import Context
+from gateway.schema.fastpath import FastPath
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +87,10 @@ class RequestObserver(Protocol):
 
     def request(self, operation: str, outcome: str, seconds: float) -> None: ...
 
+    def response_cached(self) -> None: ...
 
-ContextFactory = Callable[[Request, Principal, PassThrough | None], object]
+
+ContextFactory = Callable[[Request, Principal, PassThrough | None], Context]
 
 
 class GraphQLEndpoint:
@@ -98,10 +105,14 @@ class GraphQLEndpoint:
         limits: EndpointLimits,
         observer: RequestObserver,
         graphiql_html: str | None,
+        responses: ResponseCache | None = None,
     ) -> None:
         self.schema, self.context = schema, context
         self.authenticator, self.limits = authenticator, limits
         self.observer, self.graphiql_html = observer, graphiql_html
+        self.fast = FastPath(schema._schema)
+        self.documents = DocumentChecker(limits.query)
+        self.responses = responses if responses is not None else ResponseCache(0)
 
     async def handle(self, request: Request) -> Response:
         """The Starlette endpoint for /graphql."""
@@ -113,7 +124,18 @@ class GraphQLEndpoint:
                 return HTMLResponse(self.graphiql_html)
             media_type = negotiate(request.headers.get("accept"))
             principal, credential = self._caller(request)
-            payload = await self._read(request)
+            raw = await self._raw(request)
+            key = (
+                None
+                if wants_refresh(request)
+                else _key(request.method, media_type, principal, credential, raw)
+            )
+            cached = self.responses.get(key) if key is not None else None
+            if cached is not None:
+                operation = cached.label
+                self.observer.response_cached()
+                return Response(cached.body(time.time()), media_type=media_type)
+            payload = self._payload(request, raw)
             batch = payload if isinstance(payload, list) else [payload]
             operations = [self._checked(item, request.method) for item in batch]
             operation = operations[0].metric_name
@@ -123,6 +145,8 @@ class GraphQLEndpoint:
             if isinstance(payload, list):
                 return json_response([body for body, _ in bodies], 200, media_type)
             body, request_failed = bodies[0]
+            if key is not None and _is_cacheable(body, context):
+                self.responses.put(key, body["data"], context.freshness, operation)
             status = 400 if request_failed and media_type == GRAPHQL_RESPONSE else 200
             return json_response(body, status, media_type)
         except RequestError as exc:
@@ -151,16 +175,22 @@ class GraphQLEndpoint:
         except BadCredentialHeaders as exc:
             raise RequestError(400, "BAD_REQUEST", str(exc)) from exc
 
-    async def _read(self, request: Request) -> object:
+    async def _raw(self, request: Request) -> bytes:
+        """The request as sent: the body of a POST, the query string of a GET."""
         if request.method == "GET":
-            return dict(request.query_params)
+            query_string: bytes = request.scope.get("query_string", b"")
+            return query_string
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != JSON:
             raise RequestError(415, "BAD_REQUEST", "POST bodies must be application/json")
-        body = await self._body(request)
+        return await self._body(request)
+
+    def _payload(self, request: Request, raw: bytes) -> object:
+        if request.method == "GET":
+            return dict(request.query_params)
         try:
-            payload = json.loads(body)
-        except (ValueError, RecursionError) as exc:
+            payload = orjson.loads(raw)
+        except (orjson.JSONDecodeError, RecursionError) as exc:
             raise RequestError(400, "BAD_REQUEST", "the body is not valid JSON") from exc
         if isinstance(payload, list):
             if not payload:
@@ -192,15 +222,23 @@ class GraphQLEndpoint:
             raise RequestError(400, "BAD_REQUEST", "each operation must be a JSON object")
         params = params_from(item, variables_encoded=method == "GET")
         try:
-            name = check_document(params.query, self.limits.query)
+            name = self.documents.check(params.query)
         except LimitExceeded as exc:
             extensions = {"limit": exc.limit, "maximum": exc.maximum}
             raise RequestError(400, "QUERY_TOO_COMPLEX", str(exc), extensions=extensions) from exc
         return params if params.operation_name or name is None else replace(params, label=name)
 
     async def _execute(
-        self, request: Request, params: GraphQLParams, context: object
+        self, request: Request, params: GraphQLParams, context: Context
     ) -> tuple[dict[str, Any], bool]:
+        fast = await self.fast.run(params.query, params.variables, params.operation_name, context)
+        if fast is not None:
+            body: dict[str, Any] = {"data": fast.data}
+            if fast.errors:
+                body["errors"] = fast.errors
+            if context.cache_report:
+                body["extensions"] = {"cache": dict(context.cache_report)}
+            return body, False
         allowed = {OperationType.QUERY}
         if request.method == "POST":
             allowed.add(OperationType.MUTATION)
@@ -281,8 +319,32 @@ def render(result: ExecutionResult) -> dict[str, Any]:
 
 def json_response(body: object, status: int = 200, media_type: str = JSON) -> Response:
     """A JSON response of `body`."""
-    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        content = orjson.dumps(body)
+    except TypeError:  # a lone surrogate, say, echoed from the request: escape it instead
+        content = json.dumps(body, separators=(",", ":")).encode()
     return Response(content, status_code=status, media_type=media_type)
+
+
+def wants_refresh(request: Request) -> bool:
+    """`Cache-Control: no-cache` asks for a copy fresh from Plivo."""
+    directives = request.headers.get("cache-control", "").lower().split(",")
+    return any(directive.strip() == "no-cache" for directive in directives)
+
+
+def _key(
+    method: str, media_type: str, principal: Principal, credential: PassThrough | None, raw: bytes
+) -> bytes:
+    caller = principal.name
+    if credential is not None:
+        digest = hashlib.sha256(f"{credential.auth_id}:{credential.auth_token}".encode())
+        caller += ":" + digest.hexdigest()
+    return f"{method}\n{media_type}\n{caller}\n".encode() + raw
+
+
+def _is_cacheable(body: dict[str, Any], context: Context) -> bool:
+    """No errors, and every session in it was a fresh copy."""
+    return "errors" not in body and len(context.freshness) == len(context.cache_report) > 0
 
 
 def error_response(error: RequestError) -> Response:

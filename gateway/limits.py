@@ -9,6 +9,7 @@ so no document, however built, makes this slow or deep.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from graphql import (
@@ -33,6 +34,32 @@ class QueryLimits:
     max_depth: int = 8
     max_aliases: int = 20
     max_tokens: int = 2000
+
+
+class DocumentChecker:
+    """check_document with its answers remembered per document text (bounded)."""
+
+    def __init__(self, limits: QueryLimits, max_documents: int = 1000) -> None:
+        self.limits = limits
+        self._answers: OrderedDict[str, str | LimitExceeded | None] = OrderedDict()
+        self._max = max_documents
+
+    def check(self, query: str) -> str | None:
+        """As check_document, remembered."""
+        if query in self._answers:
+            self._answers.move_to_end(query)
+            answer = self._answers[query]
+        else:
+            try:
+                answer = check_document(query, self.limits)
+            except LimitExceeded as exc:
+                answer = exc
+            self._answers[query] = answer
+            if len(self._answers) > self._max:
+                self._answers.popitem(last=False)
+        if isinstance(answer, LimitExceeded):
+            raise LimitExceeded(answer.limit, answer.maximum)
+        return answer
 
 
 def check_document(query: str, limits: QueryLimits) -> str | None:

@@ -82,6 +82,9 @@ class Metrics:
             "Cache-Control: no-cache refetches refused by rate",
             registry=r,
         )
+        self.response_cache_hits = Counter(
+            "gateway_response_cache_hits", "Requests answered from the response cache", registry=r
+        )
         self._operations = BoundedLabels()
         self._breakers = BoundedLabels()
 
@@ -89,6 +92,9 @@ class Metrics:
         name = self._operations(operation)
         self.requests.labels(name, outcome).inc()
         self.request_seconds.labels(name).observe(seconds)
+
+    def response_cached(self) -> None:
+        self.response_cache_hits.inc()
 
     def upstream(self, status: str, seconds: float) -> None:
         self.upstream_requests.labels(status).inc()

@@ -12,12 +12,11 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import httpx
-
 from gateway.cache import SessionCache
 from gateway.metrics import Metrics
 from gateway.plivo.client import Credential, PlivoClient
 from gateway.plivo.resilience import CircuitBreaker, ResilientClient, RetryPolicy
+from gateway.plivo.transport import UpstreamHTTP
 from gateway.sessions import CachePolicy, SessionService
 
 MAX_PASS_THROUGH = 1000
@@ -36,7 +35,7 @@ class SessionServices:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: UpstreamHTTP,
         cache: SessionCache,
         *,
         base_url: str,

@@ -61,11 +61,12 @@ class CachePolicy:
 
 @dataclass(frozen=True)
 class Lookup:
-    """A session (None for Plivo's 404), where it came from, and how old it is in seconds."""
+    """A session (None for Plivo's 404), where it came from, its age and remaining freshness."""
 
     session: Session | None
     source: Source
     age: float
+    fresh_for: float = 0.0
 
 
 class SessionFetcher(Protocol):
@@ -137,7 +138,7 @@ class SessionService:
         now = time.time()
         if entry is not None:
             if now < entry.fresh_until:
-                return Lookup(entry.session, "hit", now - entry.stored_at)
+                return Lookup(entry.session, "hit", now - entry.stored_at, entry.fresh_until - now)
             if now < entry.fresh_until + self._policy.stale_while_revalidate:
                 self._flight(key, uuid)  # one background refresh, shared with lookups
                 return Lookup(entry.session, "stale", now - entry.stored_at)
@@ -207,7 +208,10 @@ class SessionService:
             entry = await self._cache.get(key)
             if entry is not None and (entry.flight in awaited or entry.stored_at >= started):
                 self._observer.coalesced()
-                return Lookup(entry.session, "hit", max(0.0, time.time() - entry.stored_at))
+                now = time.time()
+                return Lookup(
+                    entry.session, "hit", max(0.0, now - entry.stored_at), entry.fresh_until - now
+                )
             holder = await self._cache.lock_holder(lock_key)
             if holder is None:
                 return None
@@ -237,4 +241,4 @@ class SessionService:
         now = time.time()
         entry = CacheEntry(session, stored_at=now, fresh_until=now + ttl, flight=token)
         await self._cache.set(key, entry, ttl + self._policy.keep_for)
-        return Lookup(session, "miss", 0.0)
+        return Lookup(session, "miss", 0.0, ttl)

@@ -64,6 +64,7 @@ async def test_redis_down_slow_or_flushed_still_answers_from_plivo(
             GATEWAY_CACHE_URL=redis.url,
             GATEWAY_CACHE_TIMEOUT=cache_timeout,
             PLIVO_READ_TIMEOUT=read_timeout,
+            GATEWAY_RESPONSE_CACHE_ENTRIES=0,  # this is about the session cache's backend
         )
         async with gateway_client(settings) as client:
 

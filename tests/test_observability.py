@@ -55,7 +55,7 @@ async def test_metrics_count_requests_cache_and_upstream(gateway: httpx.AsyncCli
     assert 'gateway_requests_total{operation="S",outcome="ok"} 2.0' in text
     assert 'outcome="GRAPHQL_VALIDATION_FAILED"' in text
     assert 'gateway_cache_lookups_total{result="miss"} 1.0' in text
-    assert 'gateway_cache_lookups_total{result="hit"} 1.0' in text
+    assert "gateway_response_cache_hits_total 1.0" in text
     assert 'gateway_upstream_requests_total{status="200"} 1.0' in text
     assert "gateway_request_seconds_bucket" in text
     assert "gateway_upstream_seconds_bucket" in text

@@ -14,6 +14,7 @@ from gateway import fixtures
 from gateway.cache import MemorySessionCache, RedisSessionCache, SessionCache
 from gateway.errors import UpstreamFailed, UpstreamRejected
 from gateway.plivo.client import Credential, PlivoClient, create_http_client
+from gateway.plivo.transport import HttpxUpstream
 from gateway.sessions import CachePolicy, SessionService
 
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
@@ -53,7 +54,7 @@ def service(
     http = create_http_client(
         BASE_URL, connect_timeout=1, read_timeout=5, transport=httpx.MockTransport(plivo.handle)
     )
-    client = PlivoClient(http, Credential(AUTH_ID, token))
+    client = PlivoClient(HttpxUpstream(http), Credential(AUTH_ID, token))
     return SessionService(client, cache, policy or CachePolicy(), base_url=BASE_URL)
 
 

@@ -6,6 +6,7 @@ Only this module knows Plivo's HTTP: statuses become `UpstreamError`s, bodies be
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import platform
@@ -30,6 +31,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.plivo.models import MalformedSession, Session, canonical_session_uuid, parse_session
+from gateway.plivo.transport import UpstreamHTTP, UpstreamResponse
 from gateway.request_context import request_id
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,9 @@ USER_AGENT = (
     f"plivo-verify-gateway/{__version__} "
     f"(httpx/{httpx.__version__}; Python {platform.python_version()})"
 )
+
+
+DEFAULT_HEADERS = {"Accept": "application/json", "User-Agent": USER_AGENT}
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def create_http_client(
     return httpx.AsyncClient(
         base_url=base_url,
         transport=transport,
-        headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+        headers=DEFAULT_HEADERS,
         timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
@@ -81,13 +86,15 @@ class PlivoClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: UpstreamHTTP,
         credential: Credential,
         observer: RequestObserver | None = None,
     ) -> None:
         self._http = http
         self.credential = credential
         self._observer = observer
+        basic = base64.b64encode(f"{credential.auth_id}:{credential.auth_token}".encode())
+        self._authorization = f"Basic {basic.decode()}"
 
     def session_path(self, session_uuid: str) -> str:
         """The path of one session; the uuid is validated and percent-encoded."""
@@ -98,33 +105,26 @@ class PlivoClient:
         """One session; raises `SessionNotFound` for Plivo's 404, `UpstreamError` otherwise."""
         uuid = canonical_session_uuid(session_uuid)
         path = self.session_path(uuid)
-        response = await self._send("GET", path, subject=f"session {uuid}")
+        response = await self._send(path, subject=f"session {uuid}")
         return _read_session(response, path, uuid)
 
-    async def _send(self, method: str, path: str, *, subject: str) -> httpx.Response:
-        auth = (self.credential.auth_id, self.credential.auth_token)
+    async def _send(self, path: str, *, subject: str) -> UpstreamResponse:
+        headers = {"Authorization": self._authorization}
         rid = request_id.get()
-        headers = {"X-Request-ID": rid} if rid else None
+        if rid:
+            headers["X-Request-ID"] = rid
         started = time.perf_counter()
         try:
-            response = await self._http.request(method, path, auth=auth, headers=headers)
-        except httpx.TimeoutException as exc:
+            response = await self._http.get(path, headers, subject)
+        except UpstreamTimeout:
             self._observe("timeout", started)
-            raise UpstreamTimeout(
-                f"Plivo did not answer in time for {subject}", method=method, path=path
-            ) from exc
-        except httpx.TransportError as exc:
+            raise
+        except UpstreamUnavailable:
             self._observe("connection", started)
-            raise UpstreamUnavailable(
-                f"the connection to Plivo failed for {subject} ({type(exc).__name__})",
-                method=method,
-                path=path,
-            ) from exc
-        elapsed = self._observe(str(response.status_code), started)
-        logger.debug(
-            "plivo %s %s -> %d in %.1f ms", method, path, response.status_code, elapsed * 1e3
-        )
-        _raise_for_status(response, method, path, subject)
+            raise
+        elapsed = self._observe(str(response.status), started)
+        logger.debug("plivo GET %s -> %d in %.1f ms", path, response.status, elapsed * 1e3)
+        _raise_for_status(response, "GET", path, subject)
         return response
 
     def _observe(self, status: str, started: float) -> float:
@@ -134,8 +134,8 @@ class PlivoClient:
         return elapsed
 
 
-def _raise_for_status(response: httpx.Response, method: str, path: str, subject: str) -> None:
-    status = response.status_code
+def _raise_for_status(response: UpstreamResponse, method: str, path: str, subject: str) -> None:
+    status = response.status
     if 200 <= status < 300:
         return
     if status == 404:
@@ -145,7 +145,7 @@ def _raise_for_status(response: httpx.Response, method: str, path: str, subject:
             f"Plivo rate-limited the request for {subject}",
             method=method,
             path=path,
-            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            retry_after=retry_after_seconds(response.retry_after),
         )
     if status >= 500:
         raise UpstreamFailed(
@@ -162,23 +162,23 @@ def _raise_for_status(response: httpx.Response, method: str, path: str, subject:
     )
 
 
-def _read_session(response: httpx.Response, path: str, uuid: str) -> Session:
+def _read_session(response: UpstreamResponse, path: str, uuid: str) -> Session:
     try:
-        session = parse_session(json.loads(response.content, parse_float=Decimal))
+        session = parse_session(json.loads(response.body, parse_float=Decimal))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # incl. MalformedSession
         reason = str(exc) if isinstance(exc, MalformedSession) else "not JSON"
         raise UpstreamFailed(
             f"Plivo's answer for session {uuid} is unreadable ({reason})",
             method="GET",
             path=path,
-            status_code=response.status_code,
+            status_code=response.status,
         ) from exc
     if session.session_uuid.lower() != uuid:
         raise UpstreamFailed(
             f"Plivo answered with another session than {uuid}",
             method="GET",
             path=path,
-            status_code=response.status_code,
+            status_code=response.status,
         )
     return session
 

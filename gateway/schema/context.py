@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +27,9 @@ class SessionLookup(Protocol):
     @property
     def age(self) -> float: ...
 
+    @property
+    def fresh_for(self) -> float: ...
+
 
 class SessionReader(Protocol):
     """Reads one Verify session; `refresh` asks for a copy fresh from Plivo."""
@@ -35,12 +39,17 @@ class SessionReader(Protocol):
 
 @dataclass
 class Context:
-    """Per-request context: the reader, a DataLoader over it, and what the cache did."""
+    """Per-request context: the reader, a DataLoader over it, and what the cache did.
+
+    `freshness` keeps, per uuid served fresh, when its copy was stored and until when it is
+    fresh (wall-clock seconds): the response cache lives no longer than the shortest of them.
+    """
 
     sessions: SessionReader
     refresh: bool = False
     scopes: frozenset[str] = frozenset({"read", "write", "passthrough"})
     cache_report: dict[str, dict[str, object]] = field(default_factory=dict)
+    freshness: dict[str, tuple[float, float]] = field(default_factory=dict)
     loader: DataLoader[str, Session | None] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +66,9 @@ class Context:
                 loaded.append(lookup)
                 continue
             self.cache_report[uuid] = {"status": lookup.source, "age": round(lookup.age, 3)}
+            if lookup.source != "stale":
+                now = time.time()
+                self.freshness[uuid] = (now - lookup.age, now + lookup.fresh_for)
             loaded.append(lookup.session)
         return loaded
 
@@ -64,7 +76,7 @@ class Context:
 Info = strawberry.Info[Context, None]
 
 
-def require(info: Info, scope: str) -> None:
+def require(context: Context, scope: str) -> None:
     """Raise Forbidden unless the caller's key holds `scope`."""
-    if scope not in info.context.scopes:
+    if scope not in context.scopes:
         raise Forbidden(f"this API key lacks the {scope} scope")

@@ -126,6 +126,6 @@ class Query:
         description="A Verify session by its uuid; null when Plivo has no such session."
     )
     async def session(self, info: Info, uuid: strawberry.ID) -> VerifySession | None:
-        require(info, "read")
+        require(info.context, "read")
         found = await info.context.loader.load(models.canonical_session_uuid(str(uuid)))
         return VerifySession.from_model(found) if found is not None else None

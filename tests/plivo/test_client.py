@@ -21,6 +21,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.plivo.client import Credential, PlivoClient, create_http_client, retry_after_seconds
+from gateway.plivo.transport import HttpxUpstream
 
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
 TOKEN = "s3cret-token"
@@ -35,7 +36,7 @@ def client_with(handler: Handler) -> PlivoClient:
         read_timeout=1,
         transport=httpx.MockTransport(handler),
     )
-    return PlivoClient(http, Credential(AUTH_ID, TOKEN))
+    return PlivoClient(HttpxUpstream(http), Credential(AUTH_ID, TOKEN))
 
 
 def docs_example(request: httpx.Request) -> httpx.Response:

@@ -21,6 +21,7 @@ class FakeLookup:
     session: Session | None
     source: str = "miss"
     age: float = 0.0
+    fresh_for: float = 60.0
 
 
 class FakeSessions:

@@ -1,0 +1,109 @@
+"""How PlivoClient reaches Plivo: a GET with headers, answered by status, Retry-After and body.
+
+Two implementations behind one Protocol: httpx (the chosen interface; its MockTransport drives
+the client's tests) and aiohttp (the production default: measured to carry several times the
+requests per second of httpx's own transport on one core; see BENCHMARKS.md). Each turns its
+library's failures into UpstreamTimeout or UpstreamUnavailable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import httpx
+
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResponse:
+    """What the client needs of an answer."""
+
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+class UpstreamHTTP(Protocol):
+    """GET a path relative to Plivo's base URL."""
+
+    async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpxUpstream:
+    """Over one pooled httpx.AsyncClient (base URL, timeouts and default headers set on it)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse:
+        try:
+            response = await self._client.get(path, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise _timeout(path, subject) from exc
+        except httpx.TransportError as exc:
+            raise _unavailable(path, subject, exc) from exc
+        return UpstreamResponse(
+            response.status_code, response.content, response.headers.get("retry-after")
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class AiohttpUpstream:
+    """Over one pooled aiohttp.ClientSession; built inside the running event loop."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_connections: int,
+        headers: dict[str, str],
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=connect_timeout,
+                sock_connect=connect_timeout,
+                sock_read=read_timeout,
+            ),
+            auto_decompress=True,
+            trust_env=False,
+        )
+
+    async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse:
+        try:
+            async with self._session.get(
+                self._base + path, headers=headers, allow_redirects=False
+            ) as response:
+                body = await response.read()
+                return UpstreamResponse(response.status, body, response.headers.get("Retry-After"))
+        except TimeoutError as exc:
+            raise _timeout(path, subject) from exc
+        except aiohttp.ClientError as exc:
+            raise _unavailable(path, subject, exc) from exc
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def _timeout(path: str, subject: str) -> UpstreamTimeout:
+    return UpstreamTimeout(f"Plivo did not answer in time for {subject}", method="GET", path=path)
+
+
+def _unavailable(path: str, subject: str, exc: Exception) -> UpstreamUnavailable:
+    return UpstreamUnavailable(
+        f"the connection to Plivo failed for {subject} ({type(exc).__name__})",
+        method="GET",
+        path=path,
+    )

@@ -1,0 +1,72 @@
+"""Whole responses for identical requests, checked before any other work.
+
+Keyed by everything that can change the answer: the caller (API key name and pass-through
+credential digest), the method, the response media type, and the request itself (the body of
+a POST, the query string of a GET). An entry lives as long as the shortest-lived session in it,
+and holds the `data` bytes and each session's storage time, so that `extensions.cache` still
+reports each copy's true age when served again. Only answers without errors, built from fresh
+copies, are kept; a `Cache-Control: no-cache` request never reads one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import orjson
+
+MAX_ENTRY_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    """A response's data, when each session in it was stored, and when it stops being fresh."""
+
+    data: bytes
+    stored_at: tuple[tuple[str, float], ...]
+    fresh_until: float
+    label: str
+
+    def body(self, now: float) -> bytes:
+        """The response body as normal execution would give it now (every copy a hit)."""
+        report = {uuid: {"status": "hit", "age": round(now - at, 3)} for uuid, at in self.stored_at}
+        return b'{"data":' + self.data + b',"extensions":' + orjson.dumps({"cache": report}) + b"}"
+
+
+class ResponseCache:
+    """A bounded LRU of CachedResponse, by request key."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, CachedResponse] = OrderedDict()
+
+    def get(self, key: bytes) -> CachedResponse | None:
+        """The entry while fresh; an expired one is dropped."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.fresh_until <= time.time():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(
+        self, key: bytes, data: object, freshness: dict[str, tuple[float, float]], label: str
+    ) -> None:
+        """Keep `data` for as long as every session in it stays fresh."""
+        if self.max_entries <= 0 or not freshness:
+            return
+        encoded = orjson.dumps(data)
+        if len(encoded) > MAX_ENTRY_BYTES:
+            return
+        fresh_until = min(until for _, until in freshness.values())
+        stored = tuple((uuid, at) for uuid, (at, _) in freshness.items())
+        self._entries[key] = CachedResponse(encoded, stored, fresh_until, label)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
