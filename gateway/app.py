@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from gateway import graphiql
 from gateway.auth import Authenticator, PassThrough, Principal
@@ -28,9 +29,10 @@ from gateway.endpoint import (
     retry_after_header,
     wants_refresh,
 )
+from gateway.fastlane import FastLane
 from gateway.limits import QueryLimits
 from gateway.metrics import Metrics
-from gateway.observability import RequestContextMiddleware
+from gateway.observability import AccessLog, RequestContextMiddleware, RequestIds, sdk_configured
 from gateway.plivo.client import DEFAULT_HEADERS, Credential, create_http_client
 from gateway.plivo.resilience import RetryPolicy
 from gateway.plivo.transport import AiohttpUpstream, HttpxUpstream, UpstreamHTTP
@@ -108,9 +110,11 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     tracer: trace.Tracer | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """The gateway as an ASGI app; `transport` replaces the network (tests)."""
     metrics = Metrics()
+    access = AccessLog(settings.log_format)
+    ids = RequestIds()
     refresh_limiter = RefreshLimiter(settings.refresh_per_minute)
 
     @asynccontextmanager
@@ -134,6 +138,7 @@ def create_app(
         finally:
             await http.close()
             await cache.close()
+            access.flush()
 
     def context(request: Request, principal: Principal, credential: PassThrough | None) -> Context:
         refresh = wants_refresh(request)
@@ -183,10 +188,14 @@ def create_app(
                 "GraphiQL assets are not installed (run `make assets`); "
                 "GraphiQL will load its scripts and styles from unpkg.com"
             )
+    authenticator = Authenticator(settings.api_keys, required=settings.auth != "none")
+    responses = ResponseCache(
+        0 if settings.cache_url == "none" else settings.response_cache_entries
+    )
     endpoint = GraphQLEndpoint(
         schema,
         context,
-        authenticator=Authenticator(settings.api_keys, required=settings.auth != "none"),
+        authenticator=authenticator,
         limits=EndpointLimits(
             QueryLimits(settings.max_depth, settings.max_aliases, settings.max_tokens),
             settings.max_body_bytes,
@@ -194,14 +203,12 @@ def create_app(
         ),
         observer=metrics,
         graphiql_html=graphiql_html,
-        responses=ResponseCache(
-            0 if settings.cache_url == "none" else settings.response_cache_entries
-        ),
+        responses=responses,
     )
     routes.append(Route("/graphql", endpoint.handle, methods=["GET", "POST"]))
-    middleware = [
-        Middleware(RequestContextMiddleware, tracer=tracer or trace.get_tracer("gateway"))
-    ]
+    if tracer is None and sdk_configured():
+        tracer = trace.get_tracer("gateway")
+    middleware = [Middleware(RequestContextMiddleware, tracer=tracer, access=access, ids=ids)]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -218,9 +225,17 @@ def create_app(
                 expose_headers=["x-request-id"],
             )
         )
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return FastLane(
+        app,
+        authenticator=authenticator,
+        responses=responses,
+        observer=metrics,
+        access_log=access,
+        request_ids=ids,
+    )
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> ASGIApp:
     """The app with settings from the environment (uvicorn's factory for several workers)."""
     return create_app(Settings.from_env())

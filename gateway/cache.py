@@ -87,7 +87,7 @@ class MemorySessionCache(SessionCache):
     """aiocache's memory backend with a bound: past `max_entries`, least recently used goes."""
 
     def __init__(self, max_entries: int) -> None:
-        self._cache: Any = SimpleMemoryCache(serializer=NullSerializer())
+        self._cache: Any = SimpleMemoryCache(serializer=NullSerializer(), timeout=None)
         self._order: OrderedDict[str, None] = OrderedDict()
         self.max_entries = max_entries
 

@@ -128,7 +128,7 @@ class GraphQLEndpoint:
             key = (
                 None
                 if wants_refresh(request)
-                else _key(request.method, media_type, principal, credential, raw)
+                else response_key(request.method, media_type, principal, credential, raw)
             )
             cached = self.responses.get(key) if key is not None else None
             if cached is not None:
@@ -332,9 +332,10 @@ def wants_refresh(request: Request) -> bool:
     return any(directive.strip() == "no-cache" for directive in directives)
 
 
-def _key(
+def response_key(
     method: str, media_type: str, principal: Principal, credential: PassThrough | None, raw: bytes
 ) -> bytes:
+    """The response cache's key: caller, credential digest, method, media type, request."""
     caller = principal.name
     if credential is not None:
         digest = hashlib.sha256(f"{credential.auth_id}:{credential.auth_token}".encode())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
@@ -86,12 +88,18 @@ class Metrics:
             "gateway_response_cache_hits", "Requests answered from the response cache", registry=r
         )
         self._operations = BoundedLabels()
+        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._breakers = BoundedLabels()
 
     def request(self, operation: str, outcome: str, seconds: float) -> None:
-        name = self._operations(operation)
-        self.requests.labels(name, outcome).inc()
-        self.request_seconds.labels(name).observe(seconds)
+        children = self._request_children.get((operation, outcome))
+        if children is None:
+            name = self._operations(operation)
+            children = (self.requests.labels(name, outcome), self.request_seconds.labels(name))
+            if len(self._request_children) < 4 * MAX_LABEL_VALUES:
+                self._request_children[(operation, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def response_cached(self) -> None:
         self.response_cache_hits.inc()

@@ -7,14 +7,19 @@ request. Each request is a server span when an OpenTelemetry SDK is configured.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import itertools
 import logging
 import re
+import secrets
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TextIO
 
+import orjson
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,7 +47,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = getattr(record, key)
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return orjson.dumps(entry, default=str).decode()
 
 
 class _RequestIdFilter(logging.Filter):
@@ -74,19 +79,104 @@ def accepted_request_id(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
+class RequestIds:
+    """Request ids: the caller's when sane, else this process's random prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def accept(self, given: bytes | str | None) -> str:
+        """The id for a request that sent `given` in X-Request-ID."""
+        text = given.decode("latin-1") if isinstance(given, bytes) else given
+        if text and _SANE_ID.fullmatch(text):
+            return text
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+class AccessLog:
+    """One line a request (JSON or text, like the other logs), written in batches.
+
+    Lines wait in a buffer and go out together a moment later (or once 64 KiB wait), so a
+    busy gateway makes one write a batch instead of one a request.
+    """
+
+    def __init__(self, fmt: str, stream: TextIO | None = None, delay: float = 0.1) -> None:
+        self.fmt = fmt
+        self._stream = stream
+        self._delay = delay
+        self._lines: list[str] = []
+        self._size = 0
+        self._scheduled = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether access lines are logged at all (INFO on the gateway.access logger)."""
+        return access_log.isEnabledFor(logging.INFO)
+
+    def write(self, method: str, path: str, status: int, seconds: float, rid: str) -> None:
+        """Queue one line."""
+        if not self.enabled:
+            return
+        now = datetime.now(UTC)
+        duration = round(seconds * 1000, 2)
+        if self.fmt == "json":
+            line = orjson.dumps(
+                {
+                    "time": now.isoformat(timespec="milliseconds"),
+                    "level": "INFO",
+                    "logger": "gateway.access",
+                    "message": f"{method} {path} {status}",
+                    "request_id": rid,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": duration,
+                }
+            ).decode()
+        else:
+            stamp = now.strftime("%Y-%m-%d %H:%M:%S")
+            line = f"{stamp} INFO gateway.access [{rid}] {method} {path} {status} {duration} ms"
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size > 65_536:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        """Write what waits."""
+        self._scheduled = False
+        if not self._lines:
+            return
+        stream = self._stream or sys.stderr
+        stream.write("\n".join(self._lines) + "\n")
+        stream.flush()
+        self._lines.clear()
+        self._size = 0
+
+
 class RequestContextMiddleware:
     """Sets the request id, returns it, logs one access line, opens a server span."""
 
-    def __init__(self, app: ASGIApp, tracer: trace.Tracer) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        tracer: trace.Tracer | None,
+        access: AccessLog,
+        ids: RequestIds,
+    ) -> None:
         self.app = app
         self.tracer = tracer
+        self.access = access
+        self.ids = ids
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        rid = accepted_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
+        rid = self.ids.accept(_header(scope, b"x-request-id"))
         token = request_id.set(rid)
         status = 500
         started = time.perf_counter()
@@ -98,25 +188,36 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
-        name = f"{scope['method']} {scope['path']}"
         try:
-            with self.tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER) as span:
-                span.set_attribute("http.request.method", scope["method"])
-                span.set_attribute("url.path", scope["path"])
-                span.set_attribute("gateway.request_id", rid)
+            if self.tracer is None:
                 await self.app(scope, receive, send_with_id)
-                span.set_attribute("http.response.status_code", status)
+            else:
+                await self._traced(scope, receive, send_with_id, rid, lambda: status)
         finally:
-            access_log.info(
-                "%s %s %d",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+            seconds = time.perf_counter() - started
+            self.access.write(scope["method"], scope["path"], status, seconds, rid)
             request_id.reset(token)
+
+    async def _traced(
+        self, scope: Scope, receive: Receive, send: Send, rid: str, status: Callable[[], int]
+    ) -> None:
+        assert self.tracer is not None
+        name = f"{scope['method']} {scope['path']}"
+        with self.tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER) as span:
+            span.set_attribute("http.request.method", scope["method"])
+            span.set_attribute("url.path", scope["path"])
+            span.set_attribute("gateway.request_id", rid)
+            await self.app(scope, receive, send)
+            span.set_attribute("http.response.status_code", status())
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def sdk_configured() -> bool:
+    """Whether an OpenTelemetry SDK set a tracer provider (else spans would be no-ops)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)

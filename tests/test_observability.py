@@ -182,5 +182,8 @@ def test_shutdown_drains_requests_in_flight(simulator: Simulator, tmp_path: Path
         child.wait(timeout=10)
     assert results[0].status_code == 200
     assert results[0].json()["data"]["session"]["sessionUuid"] == UUID
-    log = (tmp_path / "gw.log").read_text()
-    assert '"logger": "gateway.access"' in log  # JSON logs from `serve`
+    lines = [json.loads(line) for line in (tmp_path / "gw.log").read_text().splitlines()]
+    access = [line for line in lines if line.get("path") == "/graphql"]  # JSON from `serve`
+    assert access[0]["message"] == "POST /graphql 200"
+    assert access[0]["logger"] == "gateway.access"
+    assert access[0]["request_id"] == results[0].headers["x-request-id"]

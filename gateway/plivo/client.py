@@ -7,18 +7,17 @@ Only this module knows Plivo's HTTP: statuses become `UpstreamError`s, bodies be
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import platform
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from gateway import __version__
 from gateway.errors import (
@@ -164,8 +163,8 @@ def _raise_for_status(response: UpstreamResponse, method: str, path: str, subjec
 
 def _read_session(response: UpstreamResponse, path: str, uuid: str) -> Session:
     try:
-        session = parse_session(json.loads(response.body, parse_float=Decimal))
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # incl. MalformedSession
+        session = parse_session(orjson.loads(response.body))
+    except (ValueError, RecursionError) as exc:  # orjson's JSONDecodeError, MalformedSession
         reason = str(exc) if isinstance(exc, MalformedSession) else "not JSON"
         raise UpstreamFailed(
             f"Plivo's answer for session {uuid} is unreadable ({reason})",

@@ -213,6 +213,8 @@ def _timestamp(body: dict[str, object], key: str) -> str:
 
 
 def _money(value: object, name: str) -> Decimal:
+    if isinstance(value, float):  # a JSON number: its shortest repr is the text Plivo sent
+        value = repr(value)
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise MalformedSession(f"{name} is not a decimal")
     try:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -170,42 +171,68 @@ class ResilientClient:
 
     async def _call(self, call: Callable[[], Awaitable[T]], path: str) -> T:
         started = time.monotonic()
+        try:  # the first attempt without the retry machinery: most calls need nothing more
+            async with asyncio.timeout(self._policy.deadline), self._bulkhead:
+                return await call()
+        except TimeoutError as exc:
+            raise self._past_deadline(path) from exc
+        except UpstreamError as exc:
+            if self._policy.attempts <= 1 or retry_reason(exc) is None:
+                raise
+            if not self._may_retry(exc, started):
+                raise
+            self._observer.retried(retry_reason(exc) or "other")
+            await asyncio.sleep(self._first_wait(exc))
+        return await self._retries(call, path, started)
+
+    async def _retries(self, call: Callable[[], Awaitable[T]], path: str, started: float) -> T:
+        remaining = self._policy.deadline - (time.monotonic() - started)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._policy.attempts)
-            | stop_before_delay(self._policy.deadline),
+            stop=stop_after_attempt(self._policy.attempts - 1) | stop_before_delay(remaining),
             wait=self._wait,
             retry=lambda state: self._should_retry(state, started),
             before_sleep=self._before_sleep,
             reraise=True,
         )
         try:
-            async with asyncio.timeout(self._policy.deadline):
+            async with asyncio.timeout(max(0.0, remaining)):
                 async for attempt in retrying:
                     with attempt:
                         async with self._bulkhead:
                             return await call()
         except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"Plivo did not answer within the {self._policy.deadline:g} s deadline",
-                method="GET",
-                path=path,
-            ) from exc
+            raise self._past_deadline(path) from exc
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
-    def _should_retry(self, state: RetryCallState, started: float) -> bool:
-        error = state.outcome.exception() if state.outcome else None
-        if error is None or retry_reason(error) is None:
+    def _past_deadline(self, path: str) -> UpstreamTimeout:
+        return UpstreamTimeout(
+            f"Plivo did not answer within the {self._policy.deadline:g} s deadline",
+            method="GET",
+            path=path,
+        )
+
+    def _may_retry(self, error: BaseException, started: float) -> bool:
+        if retry_reason(error) is None:
             return False
         if isinstance(error, UpstreamRateLimited) and error.retry_after is not None:
             remaining = self._policy.deadline - (time.monotonic() - started)
             return error.retry_after < remaining
         return True
 
+    def _first_wait(self, error: BaseException) -> float:
+        if isinstance(error, UpstreamRateLimited) and error.retry_after is not None:
+            return error.retry_after
+        return self._policy.initial_backoff * random.random()  # noqa: S311  (jitter, not secrets) + self._policy.initial_backoff
+
+    def _should_retry(self, state: RetryCallState, started: float) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        return error is not None and self._may_retry(error, started)
+
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, UpstreamRateLimited) and error.retry_after is not None:
             return error.retry_after
-        return float(self._backoff(state))
+        return float(self._backoff(state)) * 2
 
     def _before_sleep(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -20,6 +20,7 @@ from typing import Any
 
 from graphql import (
     BooleanValueNode,
+    DirectiveNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -33,9 +34,11 @@ from graphql import (
     SelectionSetNode,
     StringValueNode,
     VariableNode,
+    Visitor,
     located_error,
     parse,
     validate,
+    visit,
 )
 from graphql.execution.values import get_variable_values
 
@@ -181,6 +184,26 @@ class Plan:
         self.fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
+        self.conditions = sorted(_condition_variables(document))
+        self._layouts: dict[tuple[Any, ...], Layout] = {}
+
+    def layout(self, variables: dict[str, Any]) -> Layout:
+        """Root fields and session shapes; they depend on variables only through @skip/@include."""
+        key = tuple(variables.get(name) for name in self.conditions)
+        layout = self._layouts.get(key)
+        if layout is None:
+            root = self.collect("Query", [self.operation.selection_set], variables)
+            if any(nodes[0].name.value not in ("session", "__typename") for nodes in root.values()):
+                raise Unsupported
+            shapes = {
+                key: self.shape("VerifySession", nodes, variables)
+                for key, nodes in root.items()
+                if nodes[0].name.value == "session"
+            }
+            layout = (root, shapes)
+            if len(self._layouts) < 16:
+                self._layouts[key] = layout
+        return layout
 
     async def run(self, raw_variables: dict[str, Any], context: Context) -> FastResult:
         coerced = get_variable_values(
@@ -189,14 +212,7 @@ class Plan:
         if isinstance(coerced, list):
             raise Unsupported  # normal execution reports the variable errors
         variables: dict[str, Any] = dict(coerced.coerced)
-        root = self.collect("Query", [self.operation.selection_set], variables)
-        shapes = {
-            key: self.shape("VerifySession", nodes, variables)
-            for key, nodes in root.items()
-            if nodes[0].name.value == "session"
-        }
-        if any(nodes[0].name.value not in ("session", "__typename") for nodes in root.values()):
-            raise Unsupported
+        root, shapes = self.layout(variables)
         loads = {key: self.load(root[key], variables, context) for key in shapes}
         outcomes = dict(zip(loads, await asyncio.gather(*loads.values()), strict=True))
         data: dict[str, Any] = {}
@@ -298,6 +314,24 @@ class Plan:
                     self._collect_into(
                         grouped, visited, type_name, fragment.selection_set, variables
                     )
+
+
+Shape = list[tuple[str, str, Any]]
+Layout = tuple[dict[str, list[FieldNode]], dict[str, Shape]]
+
+
+def _condition_variables(document: DocumentNode) -> set[str]:
+    """Names of the variables that @skip or @include read, anywhere in the document."""
+    names: set[str] = set()
+
+    class Finder(Visitor):
+        def enter_directive(self, node: DirectiveNode, *_: Any) -> None:
+            for argument in node.arguments or ():
+                if isinstance(argument.value, VariableNode):
+                    names.add(argument.value.name.value)
+
+    visit(document, Finder())
+    return names
 
 
 def is_included(selection: Any, variables: dict[str, Any]) -> bool:

@@ -122,3 +122,11 @@ def test_every_fixture_and_seeded_session_survives_dump_and_parse() -> None:
     for body in seed_sessions().values():
         session = parse_session(body)
         assert parse_session(dump_session(session)) == session
+
+
+def test_money_sent_as_json_numbers_keeps_its_shortest_text() -> None:
+    body = docs_example()
+    body["charges"] = {"total_charge": 0.113, "validation_charge": 0, "attempt_charges": None}
+    charges = parse_session(body).charges
+    assert str(charges.total_charge) == "0.113"
+    assert charges.validation_charge == Decimal(0)
