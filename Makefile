@@ -7,13 +7,15 @@ INSTALLED := $(VENV)/.installed
 GRAPHIQL_ASSETS := gateway/static/node_modules/.package-lock.json
 SOURCES := gateway tests bench
 
-.PHONY: help install assets demo test lint typecheck importlint hadolint pytest schema bench-herd clean
+.PHONY: help install assets demo test lint typecheck importlint hadolint pytest schema bench bench-herd bench-soak clean
 
 help:
 	@echo "make demo    install, then run the gateway in front of the built-in Plivo simulator"
 	@echo "make test    install, then ruff, mypy --strict, import-linter, hadolint, pytest"
 	@echo "make schema  regenerate schema.graphql from the code"
+	@echo "make bench       S1 hot, S2 cold, S3 herd (needs wrk); rewrites BENCHMARKS.md's section"
 	@echo "make bench-herd  the herd benchmark; rewrites its section of BENCHMARKS.md"
+	@echo "make bench-soak  the 60 s soak; rewrites its section of BENCHMARKS.md"
 
 install: $(INSTALLED) assets
 
@@ -58,6 +60,12 @@ pytest:
 
 schema: $(INSTALLED)
 	$(BIN)/plivo-gateway export-schema --output schema.graphql
+
+bench: install
+	$(BIN)/python -m bench.run --write BENCHMARKS.md
+
+bench-soak: install
+	$(BIN)/python -m bench.soak --write BENCHMARKS.md
 
 bench-herd: install
 	$(BIN)/python -m bench.herd --write BENCHMARKS.md

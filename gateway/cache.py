@@ -84,7 +84,11 @@ class SessionCache:
 
 
 class MemorySessionCache(SessionCache):
-    """aiocache's memory backend with a bound: past `max_entries`, least recently used goes."""
+    """aiocache's memory backend with a bound: past `max_entries`, least recently used goes.
+
+    Expiry is checked on read rather than by aiocache's per-key timers: one timer per entry
+    cost the cold path a measurable share of its time, and the bound keeps memory flat anyway.
+    """
 
     def __init__(self, max_entries: int) -> None:
         self._cache: Any = SimpleMemoryCache(serializer=NullSerializer(), timeout=None)
@@ -92,15 +96,18 @@ class MemorySessionCache(SessionCache):
         self.max_entries = max_entries
 
     async def get(self, key: str) -> CacheEntry | None:
-        entry = await self._cache.get(key)
-        if isinstance(entry, CacheEntry):
+        item = await self._cache.get(key)
+        if item is not None and item[1] > time.monotonic():
             self._order.move_to_end(key, last=True)
+            entry: CacheEntry = item[0]
             return entry
+        if item is not None:
+            await self._cache.delete(key)
         self._order.pop(key, None)
         return None
 
     async def set(self, key: str, entry: CacheEntry, ttl: float) -> None:
-        await self._cache.set(key, entry, ttl=ttl)
+        await self._cache.set(key, (entry, time.monotonic() + ttl))
         self._order[key] = None
         self._order.move_to_end(key)
         while len(self._order) > self.max_entries:

@@ -1,0 +1,264 @@
+"""S1 hot, S2 cold and S3 herd against the simulator's bench mode, written to BENCHMARKS.md.
+
+    .venv/bin/python -m bench.run [--repeats 3] [--duration 10] [--write BENCHMARKS.md]
+
+The gateway (one process, production settings: API key checked, limits, metrics and request
+logging on) is pinned to GATEWAY_CPU (0), the simulator and wrk to LOAD_CPU (1). Every figure
+is the median of the repeats; ratios are against baselines measured in the same run: the
+simulator queried directly (the ceiling of the load side) and the gateway with its caches off.
+Needs wrk (Debian's package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.herd import REDIS_URL, redis_answers, wave, write_section
+from bench.processes import (
+    API_KEY,
+    AUTH_ID,
+    AUTH_TOKEN,
+    LOAD_CPU,
+    pinned,
+    rss_mib,
+    start_gateway,
+    start_simulator,
+    upstream_calls,
+)
+
+HERE = Path(__file__).parent
+HOT_UUID = "60ea68db-b123-46d9-9eb2-1201d516dbbd"
+CONNECTIONS = 50
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One wrk run."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    bad: int
+
+
+def wrk(url: str, mode: str, seconds: float, header: str, direct: bool = False) -> Measure:
+    """wrk against `url` (the GraphQL endpoint, or the simulator's session path)."""
+    seed = random.randrange(0x10000000, 0x7FFFFFFF)
+    if direct:
+        argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "-H", header, url]
+        output = subprocess.run(
+            pinned(LOAD_CPU, argv), capture_output=True, text=True, check=True
+        ).stdout
+        return _parse_plain(output)
+    script = str(HERE / "wrk.lua")
+    body = str(HERE / "session.json")
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "-s",
+        script,
+        url,
+        "--",
+        body,
+        mode,
+        str(seed),
+        HOT_UUID,
+        header,
+    ]
+    output = subprocess.run(
+        pinned(LOAD_CPU, argv), capture_output=True, text=True, check=True
+    ).stdout
+    result = next(row for row in output.splitlines() if row.startswith("RESULT "))
+    _, _requests, rps, p50, p99, errors, bad = result.split()
+    return Measure(float(rps), float(p50), float(p99), int(errors), int(bad))
+
+
+def _parse_plain(output: str) -> Measure:
+    rps = float(next(row for row in output.splitlines() if "Requests/sec" in row).split()[1])
+    return Measure(rps, float("nan"), float("nan"), 0, 0)
+
+
+def median(measures: list[Measure]) -> Measure:
+    return Measure(
+        statistics.median(m.rps for m in measures),
+        statistics.median(m.p50_ms for m in measures),
+        statistics.median(m.p99_ms for m in measures),
+        sum(m.errors for m in measures),
+        sum(m.bad for m in measures),
+    )
+
+
+def herd(url: str, simulator: str) -> tuple[int, int]:
+    """200 identical lookups of a new session at 200 ms upstream latency: calls per wave."""
+    import httpx
+
+    httpx.put(f"{simulator}/__simulator/config", json={"latency_ms": 200})
+    session_uuid = str(uuid.uuid4())
+    upstream_calls(simulator)
+    asyncio.run(wave([url], session_uuid, 200, False))
+    first = upstream_calls(simulator)
+    asyncio.run(wave([url], session_uuid, 200, False))
+    second = upstream_calls(simulator)
+    httpx.put(f"{simulator}/__simulator/config", json={"latency_ms": 0})
+    return first, second
+
+
+def run_target(
+    name: str, env: dict[str, str], args: argparse.Namespace, logs: Path
+) -> dict[str, object]:
+    with ExitStack() as stack:
+        simulator = start_simulator(stack, logs)
+        url, pid = start_gateway(stack, logs, simulator, env, name)
+        header = f"Authorization: Bearer {API_KEY}"
+        wrk(url, "hot", 2, header)
+        wrk(url, "cold", 2, header)
+        rss_after_warmup = rss_mib(pid)
+        hot = [wrk(url, "hot", args.duration, header) for _ in range(args.repeats)]
+        cold = [wrk(url, "cold", args.duration, header) for _ in range(args.repeats)]
+        rss_end = rss_mib(pid)
+        waves = herd(url, simulator)
+    return {
+        "name": name,
+        "S1": median(hot),
+        "S2": median(cold),
+        "S3": waves,
+        "rss": (rss_after_warmup, rss_end),
+    }
+
+
+def rss_under_cold_load(args: argparse.Namespace, logs: Path) -> tuple[float, float]:
+    """Peak RSS of a memory-cache gateway after 10 s and after 60 s of S2 (new uuids)."""
+    with ExitStack() as stack:
+        simulator = start_simulator(stack, logs)
+        env = {"PLIVO_BUDGET_REQUESTS": "100000000"}
+        url, pid = start_gateway(stack, logs, simulator, env, "rss")
+        header = f"Authorization: Bearer {API_KEY}"
+        wrk(url, "cold", 10, header)
+        at_10 = peak_rss_mib(pid)
+        wrk(url, "cold", 50, header)
+        return at_10, peak_rss_mib(pid)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM: the peak resident memory of `pid` so far, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_direct(args: argparse.Namespace, logs: Path) -> Measure:
+    import base64
+
+    with ExitStack() as stack:
+        simulator = start_simulator(stack, logs)
+        basic = base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
+        url = f"{simulator}/v1/Account/{AUTH_ID}/Verify/Session/{HOT_UUID}/"
+        wrk(url, "", 2, f"Authorization: Basic {basic}", direct=True)
+        return median(
+            [
+                wrk(url, "", args.duration, f"Authorization: Basic {basic}", direct=True)
+                for _ in range(args.repeats)
+            ]
+        )
+
+
+def render(
+    direct: Measure,
+    rows: list[dict[str, object]],
+    peak: tuple[float, float] | None,
+    args: argparse.Namespace,
+    command: str,
+) -> str:
+    baseline = next(r for r in rows if r["name"] == "caches off")
+    lines = [
+        f"Medians of {args.repeats} runs of {args.duration:g} s, {CONNECTIONS} connections,"
+        " wrk and the simulator on LOAD_CPU, the gateway alone on GATEWAY_CPU. The simulator"
+        f" queried directly (GET, no GraphQL) made {direct.rps:,.0f} req/s: the load side's"
+        " ceiling.",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| gateway | S1 hot req/s | x caches off | p50 / p99 ms | S2 cold req/s | x caches off"
+        " | p50 / p99 ms | S3 upstream calls, wave 1 / 2 | errors, bad bodies"
+        " | RSS after warm-up / end MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    b1, b2 = baseline["S1"], baseline["S2"]
+    assert isinstance(b1, Measure)
+    assert isinstance(b2, Measure)
+    for row in rows:
+        s1, s2, s3, rss = row["S1"], row["S2"], row["S3"], row["rss"]
+        assert isinstance(s1, Measure)
+        assert isinstance(s2, Measure)
+        assert isinstance(s3, tuple)
+        assert isinstance(rss, tuple)
+        lines.append(
+            f"| {row['name']} | {s1.rps:,.0f} | {s1.rps / b1.rps:.2f}"
+            f" | {s1.p50_ms:.2f} / {s1.p99_ms:.2f}"
+            f" | {s2.rps:,.0f} | {s2.rps / b2.rps:.2f} | {s2.p50_ms:.2f} / {s2.p99_ms:.2f}"
+            f" | {s3[0]} / {s3[1]} | {s1.errors + s2.errors}, {s1.bad + s2.bad}"
+            f" | {rss[0]:.0f} / {rss[1]:.0f} |"
+        )
+    if peak is not None:
+        lines += [
+            "",
+            f"Peak RSS under S2 (memory cache, new uuids throughout): {peak[0]:.0f} MiB after"
+            f" 10 s, {peak[1]:.0f} MiB after 60 s ({peak[1] / peak[0]:.2f} x).",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--write", type=Path)
+    parser.add_argument("--skip-rss", action="store_true", help="leave out the 60 s RSS run")
+    parser.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    # The simulator has no account limit: lift the fleet budget so that it is not what is measured.
+    unlimited = {"PLIVO_BUDGET_REQUESTS": "100000000"}
+    targets = {"memory cache": unlimited, "caches off": {**unlimited, "GATEWAY_CACHE_URL": "none"}}
+    if redis_answers():
+        targets["Redis cache"] = {
+            **unlimited,
+            "GATEWAY_CACHE_URL": REDIS_URL,
+            "GATEWAY_CACHE_PREFIX": f"bench-{os.getpid()}",
+        }
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        logs = str(args.logs or scratch)
+        Path(logs).mkdir(parents=True, exist_ok=True)
+        direct = run_direct(args, Path(logs))
+        rows = [run_target(name, env, args, Path(logs)) for name, env in targets.items()]
+        rss = None if args.skip_rss else rss_under_cold_load(args, Path(logs))
+    command = shlex.join([".venv/bin/python", "-m", "bench.run", *(argv or sys.argv[1:])])
+    text = render(direct, rows, rss, args, command)
+    print(text)
+    if args.write:
+        write_section(args.write, "throughput", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
