@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-import shlex
 import socket
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from bench.processes import (
     start_simulator,
     upstream_calls,
 )
+from bench.report import command_line, publish
 
 QUERY = (
     "query Session($uuid: ID!) { session(uuid: $uuid) { apiId sessionUuid status "
@@ -124,19 +123,6 @@ def table(rows: list[dict[str, object]], requests: int, latency_ms: int, command
     return "\n".join(lines)
 
 
-def write_section(path: Path, name: str, text: str) -> None:
-    """Replace the text between `<!-- name:begin -->` and `<!-- name:end -->` in `path`."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    current = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"{begin}\n{text}\n{end}"
-    if begin in current and end in current:
-        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-        updated = pattern.sub(lambda _: block, current)
-    else:
-        updated = current.rstrip() + "\n\n" + block + "\n"
-    path.write_text(updated, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=200)
@@ -151,11 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [run(s, args.requests, args.latency_ms, Path(logs)) for s in scenarios]
     for row in rows:
         print(json.dumps(row))
-    command = shlex.join([".venv/bin/python", "-m", "bench.herd", *(argv or sys.argv[1:])])
-    text = table(rows, args.requests, args.latency_ms, command)
-    print(text)
-    if args.write:
-        write_section(args.write, "herd", text)
+    text = table(rows, args.requests, args.latency_ms, command_line("bench.herd", argv))
+    publish(text, args.write, "herd")
     return 0
 
 

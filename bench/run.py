@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import random
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.herd import REDIS_URL, redis_answers, wave, write_section
+from bench.herd import REDIS_URL, redis_answers, wave
 from bench.processes import (
     API_KEY,
     AUTH_ID,
@@ -38,6 +37,7 @@ from bench.processes import (
     start_simulator,
     upstream_calls,
 )
+from bench.report import command_line, publish
 
 HERE = Path(__file__).parent
 HOT_UUID = "60ea68db-b123-46d9-9eb2-1201d516dbbd"
@@ -252,11 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         direct = run_direct(args, Path(logs))
         rows = [run_target(name, env, args, Path(logs)) for name, env in targets.items()]
         rss = None if args.skip_rss else rss_under_cold_load(args, Path(logs))
-    command = shlex.join([".venv/bin/python", "-m", "bench.run", *(argv or sys.argv[1:])])
-    text = render(direct, rows, rss, args, command)
-    print(text)
-    if args.write:
-        write_section(args.write, "throughput", text)
+    text = render(direct, rows, rss, args, command_line("bench.run", argv))
+    publish(text, args.write, "throughput")
     return 0
 
 

@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import json
 import random
-import shlex
 import statistics
 import sys
 import tempfile
@@ -30,8 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.herd import write_section
 from bench.processes import AUTH_HEADER, AUTH_ID, rss_mib, start_gateway, start_simulator
+from bench.report import command_line, publish
 
 SUB_ID, SUB_TOKEN = "SABENCHBENCHBENCH001", "sub-bench-token"
 QUERY = (
@@ -163,11 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "crossed": tally.crossed,
     }
     print(json.dumps(summary))
-    command = shlex.join([".venv/bin/python", "-m", "bench.soak", *(argv or sys.argv[1:])])
-    text = render(summary, args.seconds, args.workers, command)
-    print(text)
-    if args.write:
-        write_section(args.write, "soak", text)
+    text = render(summary, args.seconds, args.workers, command_line("bench.soak", argv))
+    publish(text, args.write, "soak")
     return 1 if tally.crossed else 0
 
 
