@@ -233,6 +233,7 @@ def create_app(
         observer=metrics,
         access_log=access,
         request_ids=ids,
+        endpoint=endpoint.handle if tracer is None else None,
     )
 
 

@@ -1,17 +1,22 @@
-"""The fast lane: identical requests answered from the response cache before Starlette runs.
+"""The fast lane: POST /graphql served without Starlette's routing and middleware.
 
 An ASGI wrapper around the app. For `POST /graphql` it reads the headers and body itself,
 authenticates, and looks the request up in the response cache; a hit is sent straight away
-(with its request id, access log line and metrics), anything else goes on to the app with the
-body replayed, where every check runs again in full. The lane never refuses a request: what it
+(with its request id, access log line and metrics). Anything else goes to the GraphQL endpoint
+itself with the body replayed (or, for cross-origin requests and when tracing is on, through
+the whole app), where every check runs again in full. The lane never refuses a request: what it
 cannot serve (no key, a bad key, pass-through headers, no-cache, an unusual content type, a
 large body) it simply passes on.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Authenticator
@@ -20,12 +25,15 @@ from gateway.endpoint import (
     JSON,
     RequestError,
     RequestObserver,
+    error_response,
     negotiate,
     response_key,
 )
 from gateway.observability import AccessLog, RequestIds
+from gateway.request_context import request_id
 from gateway.response_cache import ResponseCache
 
+logger = logging.getLogger(__name__)
 MAX_LANE_BODY = 16 * 1024
 
 
@@ -41,10 +49,12 @@ class FastLane:
         observer: RequestObserver,
         access_log: AccessLog,
         request_ids: RequestIds,
+        endpoint: Callable[[Request], Awaitable[Response]] | None = None,
     ) -> None:
         self.app = app
         self.authenticator, self.responses = authenticator, responses
         self.observer, self.access_log, self.request_ids = observer, access_log, request_ids
+        self.endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/graphql":
@@ -55,7 +65,11 @@ class FastLane:
         body, complete = await _read(receive, headers)
         answer = self._cached(headers, body) if complete else None
         if answer is None:
-            await self.app(scope, _replay(body, not complete, receive), send)
+            replayed = _replay(body, not complete, receive)
+            if self.endpoint is None or b"origin" in headers:
+                await self.app(scope, replayed, send)
+            else:
+                await self._direct(scope, replayed, send, headers, started)
             return
         payload, media_type, label = answer
         rid = self.request_ids.accept(headers.get(b"x-request-id"))
@@ -75,6 +89,35 @@ class FastLane:
         self.observer.response_cached()
         self.observer.request(label, "ok", seconds)
         self.access_log.write("POST", "/graphql", 200, seconds, rid)
+
+    async def _direct(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        started: float,
+    ) -> None:
+        """The endpoint itself, without Starlette's routing and middleware in between."""
+        assert self.endpoint is not None
+        rid = self.request_ids.accept(headers.get(b"x-request-id"))
+        token = request_id.set(rid)
+        status = 500
+        try:
+            scope["app"] = self.app
+            try:
+                response = await self.endpoint(Request(scope, receive))
+            except Exception:
+                logger.exception("unexpected error serving POST /graphql")
+                response = error_response(
+                    RequestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+                )
+            status = response.status_code
+            response.headers["x-request-id"] = rid
+            await response(scope, receive, send)
+        finally:
+            self.access_log.write("POST", "/graphql", status, time.perf_counter() - started, rid)
+            request_id.reset(token)
 
     def _cached(self, headers: dict[bytes, bytes], body: bytes) -> tuple[bytes, bytes, str] | None:
         if headers.get(b"content-type", b"").split(b";")[0].strip().lower() != JSON.encode():

@@ -75,3 +75,38 @@ async def test_cross_origin_hits_still_get_cors_headers(simulator: Simulator) ->
         again = await client.post("/graphql", json=BODY, headers={"Origin": origin})
     assert again.headers["access-control-allow-origin"] == origin
     assert again.json()["extensions"]["cache"][DOCS]["status"] == "hit"
+
+
+async def test_a_bug_in_the_direct_path_is_a_masked_500_with_a_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from gateway.auth import Authenticator
+    from gateway.fastlane import FastLane
+    from gateway.metrics import Metrics
+    from gateway.observability import AccessLog, RequestIds
+    from gateway.response_cache import ResponseCache
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("secret detail")
+
+    lane = FastLane(
+        Starlette(),
+        authenticator=Authenticator((), required=False),
+        responses=ResponseCache(10),
+        observer=Metrics(),
+        access_log=AccessLog("json"),
+        request_ids=RequestIds(),
+        endpoint=broken,
+    )
+    transport = httpx.ASGITransport(app=lane)
+    async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
+        response = await client.post("/graphql", json=BODY)
+    assert response.status_code == 500
+    assert response.json()["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert "secret detail" not in response.text
+    assert response.headers["x-request-id"]
+    assert "RuntimeError: secret detail" in caplog.text
