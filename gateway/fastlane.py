@@ -134,7 +134,7 @@ class FastLane:
             principal = self.authenticator.principal(
                 {"authorization": headers.get(b"authorization", b"").decode("latin-1")}
             )
-        except (RequestError, Exception):
+        except Exception:  # a refusal: the app answers it in full
             return None
         cached = self.responses.get(response_key("POST", media_type, principal, None, body))
         if cached is None:
