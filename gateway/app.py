@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from gateway import graphiql
-from gateway.auth import Authenticator, PassThrough, Principal
+from gateway.auth import Authenticator, Principal
 from gateway.cache import SessionCache, create_cache
 from gateway.config import Settings
 from gateway.endpoint import (
@@ -140,7 +140,7 @@ def create_app(
             await cache.close()
             access.flush()
 
-    def context(request: Request, principal: Principal, credential: PassThrough | None) -> Context:
+    def context(request: Request, principal: Principal, credential: Credential | None) -> Context:
         refresh = wants_refresh(request)
         if refresh:
             wait = refresh_limiter.take(principal.name)
@@ -154,8 +154,9 @@ def create_app(
                     headers=retry_after_header(wait),
                 )
         services: SessionServices = request.app.state.services
-        own = Credential(credential.auth_id, credential.auth_token) if credential else None
-        return Context(services.for_credential(own), refresh=refresh, scopes=principal.scopes)
+        return Context(
+            services.for_credential(credential), refresh=refresh, scopes=principal.scopes
+        )
 
     async def healthz(request: Request) -> Response:
         """The process is alive."""

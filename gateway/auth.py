@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.config import AUTH_ID_PATTERN, SCOPES, ApiKey
 from gateway.errors import BadCredentialHeaders, Forbidden, Unauthenticated
+from gateway.plivo.client import Credential
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,6 @@ class Principal:
     def allows(self, scope: str) -> bool:
         """Whether this caller holds `scope`."""
         return scope in self.scopes
-
-
-@dataclass(frozen=True)
-class PassThrough:
-    """A Plivo credential a caller sent for its own requests."""
-
-    auth_id: str
-    auth_token: str = field(repr=False)
 
 
 ANONYMOUS = Principal("anonymous", frozenset(SCOPES))
@@ -58,7 +51,7 @@ class Authenticator:
         return Principal(key.name, key.scopes)
 
 
-def pass_through(headers: Mapping[str, str], principal: Principal) -> PassThrough | None:
+def pass_through(headers: Mapping[str, str], principal: Principal) -> Credential | None:
     """The caller's own Plivo credential, if it sent one and may."""
     auth_id = headers.get("x-plivo-auth-id")
     token = headers.get("x-plivo-auth-token")
@@ -71,7 +64,7 @@ def pass_through(headers: Mapping[str, str], principal: Principal) -> PassThroug
             "X-Plivo-Auth-Id (MA or SA and 18 capitals or digits) and X-Plivo-Auth-Token"
             " must be sent together"
         )
-    return PassThrough(auth_id, token)
+    return Credential(auth_id, token)
 
 
 def key_digest(key: str) -> str:

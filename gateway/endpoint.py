@@ -8,7 +8,6 @@ execution are 400 when the client accepts application/graphql-response+json).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -27,9 +26,10 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
-from gateway.auth import Authenticator, PassThrough, Principal, pass_through
+from gateway.auth import Authenticator, Principal, pass_through
 from gateway.errors import BadCredentialHeaders, Forbidden, LimitExceeded, Unauthenticated
 from gateway.limits import DocumentChecker, QueryLimits
+from gateway.plivo.client import Credential
 from gateway.response_cache import ResponseCache
 from gateway.schema.context import Context
 from gateway.schema.fastpath import FastPath
@@ -90,7 +90,7 @@ class RequestObserver(Protocol):
     def response_cached(self) -> None: ...
 
 
-ContextFactory = Callable[[Request, Principal, PassThrough | None], Context]
+ContextFactory = Callable[[Request, Principal, Credential | None], Context]
 
 
 class GraphQLEndpoint:
@@ -163,7 +163,7 @@ class GraphQLEndpoint:
             and "text/html" in request.headers.get("accept", "")
         )
 
-    def _caller(self, request: Request) -> tuple[Principal, PassThrough | None]:
+    def _caller(self, request: Request) -> tuple[Principal, Credential | None]:
         try:
             principal = self.authenticator.principal(request.headers)
             return principal, pass_through(request.headers, principal)
@@ -328,18 +328,19 @@ def json_response(body: object, status: int = 200, media_type: str = JSON) -> Re
 
 def wants_refresh(request: Request) -> bool:
     """`Cache-Control: no-cache` asks for a copy fresh from Plivo."""
-    directives = request.headers.get("cache-control", "").lower().split(",")
-    return any(directive.strip() == "no-cache" for directive in directives)
+    return is_no_cache(request.headers.get("cache-control", ""))
+
+
+def is_no_cache(cache_control: str) -> bool:
+    """Whether a Cache-Control value holds the no-cache directive."""
+    return any(part.strip() == "no-cache" for part in cache_control.lower().split(","))
 
 
 def response_key(
-    method: str, media_type: str, principal: Principal, credential: PassThrough | None, raw: bytes
+    method: str, media_type: str, principal: Principal, credential: Credential | None, raw: bytes
 ) -> bytes:
     """The response cache's key: caller, credential digest, method, media type, request."""
-    caller = principal.name
-    if credential is not None:
-        digest = hashlib.sha256(f"{credential.auth_id}:{credential.auth_token}".encode())
-        caller += ":" + digest.hexdigest()
+    caller = principal.name if credential is None else f"{principal.name}:{credential.digest}"
     return f"{method}\n{media_type}\n{caller}\n".encode() + raw
 
 

@@ -26,6 +26,7 @@ from gateway.endpoint import (
     RequestError,
     RequestObserver,
     error_response,
+    is_no_cache,
     negotiate,
     response_key,
 )
@@ -122,7 +123,7 @@ class FastLane:
     def _cached(self, headers: dict[bytes, bytes], body: bytes) -> tuple[bytes, bytes, str] | None:
         if headers.get(b"content-type", b"").split(b";")[0].strip().lower() != JSON.encode():
             return None
-        if b"no-cache" in headers.get(b"cache-control", b"").lower():
+        if is_no_cache(headers.get(b"cache-control", b"").decode("latin-1")):
             return None
         if b"x-plivo-auth-id" in headers or b"x-plivo-auth-token" in headers:
             return None

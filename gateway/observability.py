@@ -14,7 +14,6 @@ import re
 import secrets
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
@@ -70,13 +69,6 @@ def configure_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-def accepted_request_id(value: str | None) -> str:
-    """The caller's id when it is a sane token, else a new one."""
-    if value and _SANE_ID.fullmatch(value):
-        return value
-    return uuid.uuid4().hex
 
 
 class RequestIds:

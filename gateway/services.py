@@ -8,7 +8,6 @@ kept for the most recently used credentials only.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -57,9 +56,7 @@ class SessionServices:
         """The configured credential's service when None, else the caller's own."""
         if credential is None:
             return self.default
-        digest = hashlib.sha256(
-            f"{credential.auth_id}:{credential.auth_token}".encode()
-        ).hexdigest()
+        digest = credential.digest
         service = self._pass_through.get(digest)
         if service is None:
             service = self._build(credential, name=f"passthrough:{credential.auth_id}")

@@ -9,7 +9,6 @@ fetch themselves only when the holder vanished or the wait ran out).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -116,8 +115,7 @@ class SessionService:
         self._policy = policy
         self._observer = observer or _Unobserved()
         credential = client.credential
-        digest = hashlib.sha256(f"{credential.auth_id}:{credential.auth_token}".encode())
-        self._namespace = f"{base_url}:{credential.auth_id}:{digest.hexdigest()[:32]}"
+        self._namespace = f"{base_url}:{credential.auth_id}:{credential.digest[:32]}"
         self._budget_key = f"{policy.key_prefix}:budget:{base_url}:{credential.auth_id}"
         self._flights: dict[str, asyncio.Task[Lookup]] = {}
         self._reads: dict[str, asyncio.Task[CacheEntry | None]] = {}

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway import fixtures
-from gateway.observability import JsonFormatter, accepted_request_id
+from gateway.observability import JsonFormatter, RequestIds
 from gateway.request_context import request_id
 from tests.conftest import Simulator, gateway_client, graphql, make_settings
 from tests.redis_server import own_redis
@@ -97,9 +97,12 @@ async def test_request_id_is_accepted_returned_and_sent_upstream() -> None:
 
 
 def test_only_sane_request_ids_are_accepted() -> None:
-    assert accepted_request_id("req-1.2:3_x") == "req-1.2:3_x"
+    ids = RequestIds()
+    assert ids.accept("req-1.2:3_x") == "req-1.2:3_x"
+    assert ids.accept(b"req-1.2:3_x") == "req-1.2:3_x"
     for bad in (None, "", "x" * 129, "a b", "ü"):
-        assert accepted_request_id(bad) != bad
+        assert ids.accept(bad) != bad
+    assert ids.accept(None) != ids.accept(None)  # new ones are unique
 
 
 def test_json_log_lines_carry_the_request_id() -> None:

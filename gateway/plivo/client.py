@@ -7,6 +7,7 @@ Only this module knows Plivo's HTTP: statuses become `UpstreamError`s, bodies be
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import platform
 import time
@@ -50,6 +51,11 @@ class Credential:
 
     auth_id: str
     auth_token: str = field(repr=False)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the credential: names it in keys without carrying the token."""
+        return hashlib.sha256(f"{self.auth_id}:{self.auth_token}".encode()).hexdigest()
 
 
 def create_http_client(

@@ -69,7 +69,7 @@ def to_contract(error: GraphQLError, *, validation_failed: bool) -> GraphQLError
             code = "BAD_USER_INPUT"
         return _with(error, error.message, {"code": code})
     if isinstance(original, GatewayError):
-        _log_gateway_error(original, error)
+        _log_gateway_error(original)
         return _with(error, str(original), gateway_error_extensions(original))
     logger.error(
         "unexpected error resolving %s",
@@ -91,7 +91,7 @@ def _with(error: GraphQLError, message: str, extensions: dict[str, object]) -> G
     )
 
 
-def _log_gateway_error(original: GatewayError, error: GraphQLError) -> None:
+def _log_gateway_error(original: GatewayError) -> None:
     if isinstance(original, UpstreamError):
         logger.warning(
             "upstream error on %s %s: %s",
