@@ -187,7 +187,9 @@ class SessionService:
         while True:
             if await self._cache.try_lock(lock_key, token, self._policy.fetch_lease):
                 try:
-                    return await self._fetch_and_store(key, uuid, token)
+                    # Another instance may have stored and let go between our read and our lock.
+                    landed = await self._landed_since(key, started) if self._cache.shared else None
+                    return landed or await self._fetch_and_store(key, uuid, token)
                 finally:
                     await self._cache.unlock(lock_key, token)
             landed = await self._await_holder(key, lock_key, started, deadline)
@@ -203,13 +205,9 @@ class SessionService:
         awaited: set[str] = set()
         pause = 0.005
         while time.monotonic() <= deadline:
-            entry = await self._cache.get(key)
-            if entry is not None and (entry.flight in awaited or entry.stored_at >= started):
-                self._observer.coalesced()
-                now = time.time()
-                return Lookup(
-                    entry.session, "hit", max(0.0, now - entry.stored_at), entry.fresh_until - now
-                )
+            landed = await self._landed_since(key, started, awaited)
+            if landed is not None:
+                return landed
             holder = await self._cache.lock_holder(lock_key)
             if holder is None:
                 return None
@@ -217,6 +215,19 @@ class SessionService:
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, 0.05)
         return None
+
+    async def _landed_since(
+        self, key: str, started: float, awaited: set[str] | None = None
+    ) -> Lookup | None:
+        """What another instance fetched since `started` (or under a lock we waited on)."""
+        entry = await self._cache.get(key)
+        if entry is None or not (entry.stored_at >= started or entry.flight in (awaited or ())):
+            return None
+        self._observer.coalesced()
+        now = time.time()
+        return Lookup(
+            entry.session, "hit", max(0.0, now - entry.stored_at), entry.fresh_until - now
+        )
 
     async def _fetch_and_store(self, key: str, uuid: str, token: str) -> Lookup:
         policy = self._policy

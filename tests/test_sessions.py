@@ -252,3 +252,28 @@ async def test_logs_never_carry_the_token(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.DEBUG), pytest.raises(UpstreamFailed):
         await sessions.get(UUID)
     assert "leaky-token-value" not in caplog.text
+
+
+async def test_a_fetch_that_landed_between_our_read_and_our_lock_is_not_repeated(
+    shared_redis: tuple[RedisSessionCache, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache, prefix = shared_redis
+    plivo = FakePlivo()
+    sessions = service(plivo, cache, CachePolicy(key_prefix=prefix))
+    other = service(plivo, cache, CachePolicy(key_prefix=prefix))  # another instance
+    real_try_lock = cache.try_lock
+    ours: list[str] = []
+
+    async def late_lock(lock_key: str, token: str, lease: float) -> bool:
+        # The other instance fetches, stores and lets go just before our lock is taken.
+        if not ours:
+            ours.append(token)
+            monkeypatch.setattr(cache, "try_lock", real_try_lock)
+            await other.get(UUID)
+        return await real_try_lock(lock_key, token, lease)
+
+    monkeypatch.setattr(cache, "try_lock", late_lock)
+    lookup = await sessions.get(UUID)
+    assert len(plivo.calls) == 1
+    assert lookup.source == "hit"
+    assert lookup.session is not None
