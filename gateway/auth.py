@@ -34,7 +34,7 @@ class Authenticator:
     """Maps a request's headers to a Principal (or raises Unauthenticated)."""
 
     def __init__(self, keys: tuple[ApiKey, ...], *, required: bool) -> None:
-        self._by_digest = {key.sha256: key for key in keys}
+        self._by_digest = {key.sha256: Principal(key.name, key.scopes) for key in keys}
         self.required = required
 
     def principal(self, headers: Mapping[str, str]) -> Principal:
@@ -45,10 +45,10 @@ class Authenticator:
         if scheme.lower() != "bearer" or not presented.strip():
             raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
         digest = hashlib.sha256(presented.strip().encode("utf-8", "replace")).hexdigest()
-        key = self._by_digest.get(digest)
-        if key is None:
+        principal = self._by_digest.get(digest)
+        if principal is None:
             raise Unauthenticated("the API key is not known")
-        return Principal(key.name, key.scopes)
+        return principal
 
 
 def pass_through(headers: Mapping[str, str], principal: Principal) -> Credential | None:

@@ -89,6 +89,8 @@ class Metrics:
         )
         self._operations = BoundedLabels()
         self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._upstream_children: dict[str, tuple[Any, Any]] = {}
+        self._cache_children: dict[str, Any] = {}
         self._breakers = BoundedLabels()
 
     def request(self, operation: str, outcome: str, seconds: float) -> None:
@@ -105,11 +107,19 @@ class Metrics:
         self.response_cache_hits.inc()
 
     def upstream(self, status: str, seconds: float) -> None:
-        self.upstream_requests.labels(status).inc()
-        self.upstream_seconds.labels(status).observe(seconds)
+        # Statuses are HTTP codes or a failure kind: a small, bounded set of children.
+        children = self._upstream_children.get(status)
+        if children is None:
+            children = (self.upstream_requests.labels(status), self.upstream_seconds.labels(status))
+            self._upstream_children[status] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def cache(self, result: str) -> None:
-        self.cache_lookups.labels(result).inc()
+        child = self._cache_children.get(result)
+        if child is None:
+            child = self._cache_children[result] = self.cache_lookups.labels(result)
+        child.inc()
 
     def coalesced(self) -> None:
         self.coalesced_waiters.inc()

@@ -9,6 +9,7 @@ fetch themselves only when the holder vanished or the wait ran out).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -119,6 +120,8 @@ class SessionService:
         self._budget_key = f"{policy.key_prefix}:budget:{base_url}:{credential.auth_id}"
         self._flights: dict[str, asyncio.Task[Lookup]] = {}
         self._reads: dict[str, asyncio.Task[CacheEntry | None]] = {}
+        # Flight tokens: unique across a fleet (a random prefix per service) and cheap to make.
+        self._tokens = map(f"{secrets.token_hex(6)}-{{}}".format, itertools.count())
 
     def cache_key(self, session_uuid: str) -> str:
         """Names the upstream, the account, a digest of the credential and the uuid."""
@@ -182,7 +185,7 @@ class SessionService:
 
     async def _fetch_once_in_fleet(self, key: str, uuid: str) -> Lookup:
         lock_key = f"{self._policy.key_prefix}:lock:{key}"
-        token = secrets.token_hex(8)
+        token = next(self._tokens)
         started, deadline = time.time(), time.monotonic() + self._policy.fetch_lease
         while True:
             if await self._cache.try_lock(lock_key, token, self._policy.fetch_lease):

@@ -277,3 +277,19 @@ async def test_a_fetch_that_landed_between_our_read_and_our_lock_is_not_repeated
     assert len(plivo.calls) == 1
     assert lookup.source == "hit"
     assert lookup.session is not None
+
+
+async def test_every_fetch_is_stored_under_its_own_flight_token() -> None:
+    # Waiters in a fleet recognise the fetch they waited on by its token: no two may share one,
+    # within a service or between services (instances) on one cache.
+    cache = fresh_cache()
+    first, second = service(FakePlivo(), cache), service(FakePlivo(), cache)
+    uuids = [f"{UUID[:-3]}{n:03d}" for n in range(3)]
+    for uuid in uuids:
+        await first.get(uuid)
+    await second.get(UUID)
+    tokens = [(await cache.get(first.cache_key(uuid))) for uuid in uuids]
+    tokens.append(await cache.get(second.cache_key(UUID)))
+    flights = [entry.flight for entry in tokens if entry is not None]
+    assert len(flights) == 4
+    assert len(set(flights)) == 4

@@ -236,22 +236,27 @@ def _count(value: object, default: int | None) -> int:
     raise MalformedSession("count or dtmf is not an integer")
 
 
+_CHANNELS = {"sms": Channel.SMS, "voice": Channel.VOICE}
+_STATUSES = {
+    status.value: status
+    for status in (SessionStatus.IN_PROGRESS, SessionStatus.VERIFIED, SessionStatus.EXPIRED)
+}
+
+
 def _channel(value: object) -> Channel:
-    text = value.lower() if isinstance(value, str) else ""
-    for channel in (Channel.SMS, Channel.VOICE):
-        if text == channel.value:
-            return channel
-    _log_unknown("channel", value)
-    return Channel.UNKNOWN
+    channel = _CHANNELS.get(value.lower()) if isinstance(value, str) else None
+    if channel is None:
+        _log_unknown("channel", value)
+        return Channel.UNKNOWN
+    return channel
 
 
 def _status(value: object) -> SessionStatus:
-    text = value.lower() if isinstance(value, str) else ""
-    for status in (SessionStatus.IN_PROGRESS, SessionStatus.VERIFIED, SessionStatus.EXPIRED):
-        if text == status.value:
-            return status
-    _log_unknown("status", value)
-    return SessionStatus.UNKNOWN
+    status = _STATUSES.get(value.lower()) if isinstance(value, str) else None
+    if status is None:
+        _log_unknown("status", value)
+        return SessionStatus.UNKNOWN
+    return status
 
 
 @functools.lru_cache(maxsize=128)

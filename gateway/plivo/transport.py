@@ -13,6 +13,7 @@ from typing import Protocol
 
 import aiohttp
 import httpx
+from yarl import URL
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 
@@ -68,6 +69,7 @@ class AiohttpUpstream:
         headers: dict[str, str],
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._root = URL(self._base) if URL(self._base).path in ("", "/") else None
         self._session = aiohttp.ClientSession(
             headers=headers,
             connector=aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300),
@@ -84,7 +86,7 @@ class AiohttpUpstream:
     async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse:
         try:
             async with self._session.get(
-                self._base + path, headers=headers, allow_redirects=False
+                self._url(path), headers=headers, allow_redirects=False
             ) as response:
                 body = await response.read()
                 return UpstreamResponse(response.status, body, response.headers.get("Retry-After"))
@@ -92,6 +94,12 @@ class AiohttpUpstream:
             raise _timeout(path, subject) from exc
         except aiohttp.ClientError as exc:
             raise _unavailable(path, subject, exc) from exc
+
+    def _url(self, path: str) -> URL:
+        """The URL of an already percent-encoded path (quicker than parsing the whole text)."""
+        if self._root is not None:
+            return self._root.with_path(path, encoded=True)
+        return URL(self._base + path, encoded=True)
 
     async def close(self) -> None:
         await self._session.close()

@@ -50,27 +50,35 @@ class Context:
     scopes: frozenset[str] = frozenset({"read", "write", "passthrough"})
     cache_report: dict[str, dict[str, object]] = field(default_factory=dict)
     freshness: dict[str, tuple[float, float]] = field(default_factory=dict)
-    loader: DataLoader[str, Session | None] = field(init=False)
+    _loader: DataLoader[str, Session | None] | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.loader = DataLoader(load_fn=self._load_sessions)
+    @property
+    def loader(self) -> DataLoader[str, Session | None]:
+        """The request's DataLoader, made on first use."""
+        if self._loader is None:
+            self._loader = DataLoader(load_fn=self._load_sessions)
+        return self._loader
+
+    async def load_one(self, uuid: str) -> Session | None:
+        """One session without the DataLoader: for operations that read a single one."""
+        return self._record(uuid, await self.sessions.get(uuid, refresh=self.refresh))
 
     async def _load_sessions(self, uuids: list[str]) -> Sequence[Session | BaseException | None]:
         lookups = await asyncio.gather(
             *(self.sessions.get(uuid, refresh=self.refresh) for uuid in uuids),
             return_exceptions=True,
         )
-        loaded: list[Session | BaseException | None] = []
-        for uuid, lookup in zip(uuids, lookups, strict=True):
-            if isinstance(lookup, BaseException):
-                loaded.append(lookup)
-                continue
-            self.cache_report[uuid] = {"status": lookup.source, "age": round(lookup.age, 3)}
-            if lookup.source != "stale":
-                now = time.time()
-                self.freshness[uuid] = (now - lookup.age, now + lookup.fresh_for)
-            loaded.append(lookup.session)
-        return loaded
+        return [
+            lookup if isinstance(lookup, BaseException) else self._record(uuid, lookup)
+            for uuid, lookup in zip(uuids, lookups, strict=True)
+        ]
+
+    def _record(self, uuid: str, lookup: SessionLookup) -> Session | None:
+        self.cache_report[uuid] = {"status": lookup.source, "age": round(lookup.age, 3)}
+        if lookup.source != "stale":
+            now = time.time()
+            self.freshness[uuid] = (now - lookup.age, now + lookup.fresh_for)
+        return lookup.session
 
 
 Info = strawberry.Info[Context, None]

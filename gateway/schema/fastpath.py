@@ -29,6 +29,8 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    NamedTypeNode,
+    NonNullTypeNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -186,6 +188,7 @@ class Plan:
         }
         self.conditions = sorted(_condition_variables(document))
         self._layouts: dict[tuple[Any, ...], Layout] = {}
+        self._string_variables = _string_variables(operation)
 
     def layout(self, variables: dict[str, Any]) -> Layout:
         """Root fields and session shapes; they depend on variables only through @skip/@include."""
@@ -205,16 +208,27 @@ class Plan:
                 self._layouts[key] = layout
         return layout
 
-    async def run(self, raw_variables: dict[str, Any], context: Context) -> FastResult:
+    def coerce(self, raw_variables: dict[str, Any]) -> dict[str, Any]:
+        """The variables as graphql-core coerces them; Unsupported when they are invalid."""
+        names = self._string_variables
+        if names is not None and all(type(raw_variables.get(n)) is str for n in names):
+            return {name: raw_variables[name] for name in names}  # String and ID keep a str
         coerced = get_variable_values(
             self.schema, self.operation.variable_definitions or (), raw_variables
         )
         if isinstance(coerced, list):
             raise Unsupported  # normal execution reports the variable errors
-        variables: dict[str, Any] = dict(coerced.coerced)
+        return dict(coerced.coerced)
+
+    async def run(self, raw_variables: dict[str, Any], context: Context) -> FastResult:
+        variables = self.coerce(raw_variables)
         root, shapes = self.layout(variables)
-        loads = {key: self.load(root[key], variables, context) for key in shapes}
-        outcomes = dict(zip(loads, await asyncio.gather(*loads.values()), strict=True))
+        if len(shapes) == 1:  # the common case: no DataLoader, no gather
+            (only,) = shapes
+            outcomes = {only: await self.load(root[only], variables, context, single=True)}
+        else:
+            loads = {key: self.load(root[key], variables, context) for key in shapes}
+            outcomes = dict(zip(loads, await asyncio.gather(*loads.values()), strict=True))
         data: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
         for key, nodes in root.items():
@@ -231,13 +245,18 @@ class Plan:
         return FastResult(data, errors, cacheable=not errors)
 
     async def load(
-        self, nodes: list[FieldNode], variables: dict[str, Any], context: Context
+        self,
+        nodes: list[FieldNode],
+        variables: dict[str, Any],
+        context: Context,
+        *,
+        single: bool = False,
     ) -> models.Session | Exception | None:
         """What the `session` resolver would return or raise."""
         try:
             require(context, "read")
             uuid = models.canonical_session_uuid(self.uuid_argument(nodes[0], variables))
-            return await context.loader.load(uuid)
+            return await (context.load_one(uuid) if single else context.loader.load(uuid))
         except Exception as exc:
             return exc
 
@@ -318,6 +337,19 @@ class Plan:
 
 Shape = list[tuple[str, str, Any]]
 Layout = tuple[dict[str, list[FieldNode]], dict[str, Shape]]
+
+
+def _string_variables(operation: OperationDefinitionNode) -> tuple[str, ...] | None:
+    """The variable names when every variable is a String or an ID (nullable or not)."""
+    names: list[str] = []
+    for definition in operation.variable_definitions or ():
+        type_node = definition.type
+        if isinstance(type_node, NonNullTypeNode):
+            type_node = type_node.type
+        if not isinstance(type_node, NamedTypeNode) or type_node.name.value not in ("String", "ID"):
+            return None
+        names.append(definition.variable.name.value)
+    return tuple(names)
 
 
 def _condition_variables(document: DocumentNode) -> set[str]:

@@ -6,6 +6,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+from graphql import OperationDefinitionNode, parse
+from graphql.execution.values import get_variable_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +17,7 @@ from gateway.errors import UpstreamFailed
 from gateway.plivo.models import Session, parse_session
 from gateway.schema import build_schema
 from gateway.schema.context import Context
-from gateway.schema.fastpath import FastPath
+from gateway.schema.fastpath import FastPath, Plan, Unsupported
 
 SESSIONS = {
     str(body["session_uuid"]): parse_session(body) for body in fixtures.session_fixtures().values()
@@ -151,7 +154,7 @@ def operations(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     query = f"{header} {{ {' '.join(roots)} }} " + " ".join(doc.fragments)
     variables: dict[str, Any] = {}
     if "u" in doc.uses:
-        variables["u"] = draw(st.sampled_from([*UUIDS, 42]))
+        variables["u"] = draw(st.sampled_from([*UUIDS, 42, None, [UUIDS[0]], True]))
     if "flag" in doc.uses:
         variables["flag"] = draw(st.booleans())
     return query, variables
@@ -207,3 +210,37 @@ def test_what_it_does_not_know_falls_through_before_any_io() -> None:
         "query ($u: ID!) { session(uuid: $u) { status } }",
     ):
         assert asyncio.run(FAST.run(query, {}, None, Context(Refusing()))) is None
+
+
+@pytest.mark.parametrize(
+    ("declared", "variables"),
+    [
+        ("$u: ID!", {"u": UUIDS[0]}),
+        ("$u: ID!", {"u": UUIDS[0], "extra": 1}),
+        ("$u: ID!", {"u": 42}),
+        ("$u: ID", {"u": UUIDS[0]}),
+        ("$u: ID!, $v: String", {"u": UUIDS[0], "v": "x"}),
+        ("$u: ID!, $v: String", {"u": UUIDS[0]}),
+        ('$u: ID!, $v: String = "d"', {"u": UUIDS[0]}),
+        ("$u: ID!, $f: Boolean!", {"u": UUIDS[0], "f": True}),
+    ],
+)
+def test_variables_are_coerced_as_graphql_core_coerces_them(
+    declared: str, variables: dict[str, Any]
+) -> None:
+    query = f"query Op({declared}) {{ session(uuid: $u) {{ status }} }}"
+    document = parse(query)
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    expected = get_variable_values(SCHEMA._schema, operation.variable_definitions or (), variables)
+    assert not isinstance(expected, list)
+    assert Plan(SCHEMA._schema, document, operation).coerce(variables) == expected.coerced
+
+
+@pytest.mark.parametrize("variables", [{}, {"u": None}, {"u": ["x"]}, {"u": 1.5}])
+def test_invalid_variables_are_left_to_normal_execution(variables: dict[str, Any]) -> None:
+    document = parse("query Op($u: ID!) { session(uuid: $u) { status } }")
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    with pytest.raises(Unsupported):
+        Plan(SCHEMA._schema, document, operation).coerce(variables)

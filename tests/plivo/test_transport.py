@@ -1,0 +1,58 @@
+"""AiohttpUpstream: the URL it sends, with and without a path in the base URL."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from gateway.errors import UpstreamUnavailable
+from gateway.plivo.transport import AiohttpUpstream
+
+PATH = "/v1/Account/MA0000/Verify/Session/a%2Fb/"
+
+
+async def _serve_paths(seen: list[str]) -> web.AppRunner:
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.json_response({"ok": True}, headers={"Retry-After": "3"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner
+
+
+def _upstream(base: str) -> AiohttpUpstream:
+    return AiohttpUpstream(
+        base, connect_timeout=1.0, read_timeout=1.0, max_connections=4, headers={}
+    )
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "/plivo", "/plivo/"])
+async def test_the_path_is_sent_as_encoded_after_the_base(prefix: str) -> None:
+    seen: list[str] = []
+    runner = await _serve_paths(seen)
+    port = runner.addresses[0][1]
+    upstream = _upstream(f"http://127.0.0.1:{port}{prefix}")
+    try:
+        response = await upstream.get(PATH, {"Authorization": "Basic x"}, "session a/b")
+    finally:
+        await upstream.close()
+        await runner.cleanup()
+    assert response.status == 200
+    assert response.retry_after == "3"
+    assert seen == [prefix.rstrip("/") + PATH]  # %2F stays encoded, the prefix is kept
+
+
+async def test_a_refused_connection_is_unavailable() -> None:
+    runner = await _serve_paths([])
+    port = runner.addresses[0][1]
+    await runner.cleanup()  # nothing listens there any more
+    upstream = _upstream(f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            await upstream.get(PATH, {}, "session a/b")
+    finally:
+        await upstream.close()
