@@ -30,6 +30,18 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.plivo.flow import (
+    MESSAGES,
+    ListFilter,
+    SessionPage,
+    Started,
+    StartParams,
+    Validation,
+    ValidationResult,
+    failed_validation,
+    parse_page,
+    parse_started,
+)
 from gateway.plivo.models import MalformedSession, Session, canonical_session_uuid, parse_session
 from gateway.plivo.transport import UpstreamHTTP, UpstreamResponse
 from gateway.request_context import request_id
@@ -113,14 +125,82 @@ class PlivoClient:
         response = await self._send(path, subject=f"session {uuid}")
         return _read_session(response, path, uuid)
 
-    async def _send(self, path: str, *, subject: str) -> UpstreamResponse:
+    @property
+    def list_path(self) -> str:
+        """The path of the session list (and of a start)."""
+        return f"/v1/Account/{quote(self.credential.auth_id, safe='')}/Verify/Session/"
+
+    async def list_sessions(self, where: ListFilter, *, limit: int, offset: int) -> SessionPage:
+        """One page of sessions (Plivo pages at most 20 at a time, by offset)."""
+        params = {**where.params(), "limit": str(limit), "offset": str(offset)}
+        response = await self._send(
+            self.list_path, subject="the session list", params=params, method="GET"
+        )
+        try:
+            return parse_page(orjson.loads(response.body), offset)
+        except (ValueError, RecursionError) as exc:
+            raise _unreadable("the session list", "GET", self.list_path, response, exc) from exc
+
+    async def create_session(self, params: StartParams) -> Started:
+        """Start a verification: Plivo sends the code. Never retried by the caller."""
+        path = self.list_path
+        response = await self._send(
+            path, subject="a new session", method="POST", json=params.body()
+        )
+        try:
+            return parse_started(orjson.loads(response.body))
+        except (ValueError, RecursionError) as exc:
+            raise _unreadable("a new session", "POST", path, response, exc) from exc
+
+    async def validate_session(self, session_uuid: str, otp: str) -> Validation:
+        """Check a code; a wrong, expired or exhausted one is an outcome, not an error."""
+        uuid = canonical_session_uuid(session_uuid)
+        path = self.session_path(uuid)
+        subject = f"session {uuid}"
+        response = await self._send(
+            path, subject=subject, method="POST", json={"otp": otp}, check=False
+        )
+        if 200 <= response.status < 300:
+            result = ValidationResult.VERIFIED
+        elif response.status == 404:
+            result = ValidationResult.NOT_FOUND
+        else:
+            outcome = (
+                failed_validation(_error_text(response)) if response.status in (400, 422) else None
+            )
+            if outcome is None:
+                _raise_for_status(response, "POST", path, subject)
+                raise UpstreamFailed(
+                    f"Plivo's answer for {subject} is unreadable (HTTP {response.status})",
+                    method="POST",
+                    path=path,
+                    status_code=response.status,
+                )
+            result = outcome
+        return Validation(uuid, result, MESSAGES[result])
+
+    async def _send(
+        self,
+        path: str,
+        *,
+        subject: str,
+        method: str = "GET",
+        params: dict[str, str] | None = None,
+        json: dict[str, object] | None = None,
+        check: bool = True,
+    ) -> UpstreamResponse:
         headers = {"Authorization": self._authorization}
         rid = request_id.get()
         if rid:
             headers["X-Request-ID"] = rid
         started = time.perf_counter()
         try:
-            response = await self._http.get(path, headers, subject)
+            if method == "GET" and params is None:
+                response = await self._http.get(path, headers, subject)
+            else:
+                response = await self._http.send(
+                    method, path, headers, subject, params=params, json=json
+                )
         except UpstreamTimeout:
             self._observe("timeout", started)
             raise
@@ -128,8 +208,9 @@ class PlivoClient:
             self._observe("connection", started)
             raise
         elapsed = self._observe(str(response.status), started)
-        logger.debug("plivo GET %s -> %d in %.1f ms", path, response.status, elapsed * 1e3)
-        _raise_for_status(response, "GET", path, subject)
+        logger.debug("plivo %s %s -> %d in %.1f ms", method, path, response.status, elapsed * 1e3)
+        if check:
+            _raise_for_status(response, method, path, subject)
         return response
 
     def _observe(self, status: str, started: float) -> float:
@@ -164,6 +245,28 @@ def _raise_for_status(response: UpstreamResponse, method: str, path: str, subjec
         method=method,
         path=path,
         status_code=status,
+    )
+
+
+def _error_text(response: UpstreamResponse) -> str:
+    """The `error` string of Plivo's error body, or "" (never shown to a caller)."""
+    try:
+        body = orjson.loads(response.body)
+    except ValueError:
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) else ""
+
+
+def _unreadable(
+    subject: str, method: str, path: str, response: UpstreamResponse, exc: Exception
+) -> UpstreamFailed:
+    reason = str(exc) if isinstance(exc, MalformedSession) else "not JSON"
+    return UpstreamFailed(
+        f"Plivo's answer for {subject} is unreadable ({reason})",
+        method=method,
+        path=path,
+        status_code=response.status,
     )
 
 

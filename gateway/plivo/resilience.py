@@ -33,6 +33,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.plivo.client import Credential, PlivoClient
+from gateway.plivo.flow import ListFilter, SessionPage, Started, StartParams, Validation
 from gateway.plivo.models import Session
 
 T = TypeVar("T")
@@ -157,9 +158,45 @@ class ResilientClient:
     async def get_session(self, session_uuid: str) -> Session:
         """One session, with retries inside the deadline; raises like PlivoClient."""
         path = self._client.session_path(session_uuid)
-        self.breaker.admit("GET", path)
+        return await self._guarded(
+            lambda: self._call(lambda: self._client.get_session(session_uuid), path), path
+        )
+
+    async def list_sessions(self, where: ListFilter, *, limit: int, offset: int) -> SessionPage:
+        """One page of the list: a read, so retried like a get."""
+        path = self._client.list_path
+        return await self._guarded(
+            lambda: self._call(
+                lambda: self._client.list_sessions(where, limit=limit, offset=offset), path
+            ),
+            path,
+        )
+
+    async def create_session(self, params: StartParams) -> Started:
+        """A start, sent once: a retry could send a second code."""
+        path = self._client.list_path
+        return await self._guarded(
+            lambda: self._once(lambda: self._client.create_session(params), "POST", path),
+            path,
+            "POST",
+        )
+
+    async def validate_session(self, session_uuid: str, otp: str) -> Validation:
+        """A validation, sent once: a retry would spend one of the session's tries."""
+        path = self._client.session_path(session_uuid)
+        return await self._guarded(
+            lambda: self._once(
+                lambda: self._client.validate_session(session_uuid, otp), "POST", path
+            ),
+            path,
+            "POST",
+        )
+
+    async def _guarded(self, call: Callable[[], Awaitable[T]], path: str, method: str = "GET") -> T:
+        """Through the breaker: it counts outages, and refuses while open."""
+        self.breaker.admit(method, path)
         try:
-            session = await self._call(lambda: self._client.get_session(session_uuid), path)
+            result = await call()
         except UpstreamError as exc:
             if is_outage(exc):
                 self.breaker.failed()
@@ -167,7 +204,18 @@ class ResilientClient:
                 self.breaker.succeeded()
             raise
         self.breaker.succeeded()
-        return session
+        return result
+
+    async def _once(self, call: Callable[[], Awaitable[T]], method: str, path: str) -> T:
+        try:
+            async with asyncio.timeout(self._policy.deadline), self._bulkhead:
+                return await call()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"Plivo did not answer within the {self._policy.deadline:g} s deadline",
+                method=method,
+                path=path,
+            ) from exc
 
     async def _call(self, call: Callable[[], Awaitable[T]], path: str) -> T:
         started = time.monotonic()

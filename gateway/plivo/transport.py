@@ -28,9 +28,20 @@ class UpstreamResponse:
 
 
 class UpstreamHTTP(Protocol):
-    """GET a path relative to Plivo's base URL."""
+    """GET a path relative to Plivo's base URL; `send` for queries and JSON bodies."""
 
     async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse: ...
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        subject: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, object] | None = None,
+    ) -> UpstreamResponse: ...
 
     async def close(self) -> None: ...
 
@@ -42,12 +53,26 @@ class HttpxUpstream:
         self._client = client
 
     async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse:
+        return await self.send("GET", path, headers, subject)
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        subject: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, object] | None = None,
+    ) -> UpstreamResponse:
         try:
-            response = await self._client.get(path, headers=headers)
+            response = await self._client.request(
+                method, path, headers=headers, params=params, json=json
+            )
         except httpx.TimeoutException as exc:
-            raise _timeout(path, subject) from exc
+            raise _timeout(path, subject, method) from exc
         except httpx.TransportError as exc:
-            raise _unavailable(path, subject, exc) from exc
+            raise _unavailable(path, subject, exc, method) from exc
         return UpstreamResponse(
             response.status_code, response.content, response.headers.get("retry-after")
         )
@@ -84,16 +109,33 @@ class AiohttpUpstream:
         )
 
     async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse:
+        return await self.send("GET", path, headers, subject)
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        subject: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, object] | None = None,
+    ) -> UpstreamResponse:
         try:
-            async with self._session.get(
-                self._url(path), headers=headers, allow_redirects=False
+            async with self._session.request(
+                method,
+                self._url(path),
+                headers=headers,
+                params=params,
+                json=json,
+                allow_redirects=False,
             ) as response:
                 body = await response.read()
                 return UpstreamResponse(response.status, body, response.headers.get("Retry-After"))
         except TimeoutError as exc:
-            raise _timeout(path, subject) from exc
+            raise _timeout(path, subject, method) from exc
         except aiohttp.ClientError as exc:
-            raise _unavailable(path, subject, exc) from exc
+            raise _unavailable(path, subject, exc, method) from exc
 
     def _url(self, path: str) -> URL:
         """The URL of an already percent-encoded path (quicker than parsing the whole text)."""
@@ -105,13 +147,13 @@ class AiohttpUpstream:
         await self._session.close()
 
 
-def _timeout(path: str, subject: str) -> UpstreamTimeout:
-    return UpstreamTimeout(f"Plivo did not answer in time for {subject}", method="GET", path=path)
+def _timeout(path: str, subject: str, method: str) -> UpstreamTimeout:
+    return UpstreamTimeout(f"Plivo did not answer in time for {subject}", method=method, path=path)
 
 
-def _unavailable(path: str, subject: str, exc: Exception) -> UpstreamUnavailable:
+def _unavailable(path: str, subject: str, exc: Exception, method: str) -> UpstreamUnavailable:
     return UpstreamUnavailable(
         f"the connection to Plivo failed for {subject} ({type(exc).__name__})",
-        method="GET",
+        method=method,
         path=path,
     )

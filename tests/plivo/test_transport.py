@@ -56,3 +56,26 @@ async def test_a_refused_connection_is_unavailable() -> None:
             await upstream.get(PATH, {}, "session a/b")
     finally:
         await upstream.close()
+
+
+async def test_queries_and_json_bodies_are_sent() -> None:
+    seen: list[tuple[str, str, bytes]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.method, request.raw_path, await request.read()))
+        return web.json_response({"ok": True}, status=202)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    upstream = _upstream(f"http://127.0.0.1:{runner.addresses[0][1]}")
+    try:
+        listed = await upstream.send("GET", "/list/", {}, "the list", params={"limit": "5"})
+        posted = await upstream.send("POST", "/list/", {}, "a start", json={"recipient": "1"})
+    finally:
+        await upstream.close()
+        await runner.cleanup()
+    assert (listed.status, posted.status) == (202, 202)
+    assert seen == [("GET", "/list/?limit=5", b""), ("POST", "/list/", b'{"recipient": "1"}')]
