@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--fault", help="standing fault: an HTTP status, garbage, reset or slow")
     simulate.add_argument("--bench", action="store_true", help="any canonical uuid answers")
     simulate.add_argument(
+        "--expose-codes",
+        action="store_true",
+        help="GET /__simulator/codes/{uuid} tells a session's code (demos and tests only)",
+    )
+    simulate.add_argument(
+        "--code-expiry", type=float, default=600.0, help="seconds a code stays valid (600)"
+    )
+    simulate.add_argument(
         "--extra-credential",
         action="append",
         default=[],
@@ -161,7 +169,14 @@ def simulate_command(args: argparse.Namespace) -> int:
         raise ConfigError(["--extra-credential must be AUTH_ID:TOKEN"])
     try:
         settings = SimulatorSettings(
-            auth_id, token, args.latency_ms, args.fault, args.bench, extra_credentials=extra
+            auth_id,
+            token,
+            args.latency_ms,
+            args.fault,
+            args.bench,
+            extra_credentials=extra,
+            code_expiry=args.code_expiry,
+            expose_codes=args.expose_codes,
         )
         app = create_simulator(settings)
     except ValueError as exc:
@@ -184,9 +199,10 @@ def demo_command(args: argparse.Namespace) -> int:
         "PLIVO_API_URL": simulator_url,
         "GATEWAY_ENV": "development",
         "GATEWAY_AUTH": "none",
+        "GATEWAY_PUBLIC_URL": f"http://{args.host}:{args.port}",  # the simulator calls back here
     }
     settings = Settings.from_env({**os.environ, **overlay})
-    simulator = create_simulator(SimulatorSettings(auth_id, token))
+    simulator = create_simulator(SimulatorSettings(auth_id, token, expose_codes=True))
     print(demo_banner(args.host, args.port, simulator_url, auth_id), flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_both(create_app(settings), simulator, args))
@@ -229,6 +245,7 @@ def demo_banner(host: str, port: int, simulator_url: str, auth_id: str) -> str:
             f"  simulator: {simulator_url} (account {auth_id}, generated for this run)",
             "  try:",
             f"  curl -s {url} -H 'content-type: application/json' -d '{body}'",
+            f"  codes sent by startVerification: {simulator_url}/__simulator/codes/<sessionUuid>",
         ]
     )
 

@@ -1,4 +1,4 @@
-"""The simulator's Starlette app: Plivo's Verify Session GET, plus an admin API under /__simulator.
+"""The simulator's Starlette app: Plivo's Verify Session resource, and an admin API.
 
 Knobs: latency and a standing fault by setting or `PUT /__simulator/config`; one-off faults
 queued with `POST /__simulator/faults`; per request, the `X-Simulator-Fault` and
@@ -8,13 +8,6 @@ queued with `POST /__simulator/faults`; per request, the `X-Simulator-Fault` and
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
-import json
-import re
-import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,78 +15,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.simulator.faults import Fault, FaultPlan
-from gateway.simulator.seed import BenchTemplate, seed_sessions
+from gateway.simulator.faults import Fault
+from gateway.simulator.flow_routes import code, create_session, list_sessions, validate_session
+from gateway.simulator.state import (
+    CANONICAL,
+    SimulatorSettings,
+    SimulatorState,
+    json_object,
+    plivo_error,
+    request_fault,
+    status_fault,
+)
 
-_CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_TRACKED_SESSIONS = 10_000
-
-
-@dataclass(frozen=True)
-class SimulatorSettings:
-    """The credential it accepts, and its standing knobs."""
-
-    auth_id: str
-    auth_token: str = field(repr=False)
-    latency_ms: float = 0.0
-    fault: str | None = None
-    bench: bool = False
-    extra_credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-
-
-class SimulatorState:
-    """Sessions, knobs and counters of one simulator."""
-
-    def __init__(self, settings: SimulatorSettings) -> None:
-        self.settings = settings
-        self.sessions = seed_sessions()
-        self.latency_ms = settings.latency_ms
-        self.faults = FaultPlan(Fault.parse(settings.fault) if settings.fault else None)
-        self.bench = BenchTemplate() if settings.bench else None
-        self.served = 0
-        self.by_status: Counter[int] = Counter()
-        self.by_session: Counter[str] = Counter()
-        accounts = ((settings.auth_id, settings.auth_token), *settings.extra_credentials)
-        self._expected_auth = {
-            account: b"Basic " + base64.b64encode(f"{account}:{token}".encode())
-            for account, token in accounts
-        }
-
-    def is_authorized(self, header: str | None, auth_id: str) -> bool:
-        """Basic auth with a configured credential, for the account in the path."""
-        given = (header or "").encode("latin-1", "replace")
-        expected = self._expected_auth.get(auth_id)
-        return expected is not None and hmac.compare_digest(given, expected)
-
-    def arrived(self, session_uuid: str) -> None:
-        """Count a session request when it arrives (so a slow answer counts at once)."""
-        self.served += 1
-        key = session_uuid.lower()
-        if key in self.by_session or len(self.by_session) < _TRACKED_SESSIONS:
-            self.by_session[key] += 1
-
-    def answered(self, status: int) -> None:
-        """Count the status a session request was answered with."""
-        self.by_status[status] += 1
-
-    def stats(self) -> dict[str, object]:
-        return {
-            "served": self.served,
-            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
-            "by_session": dict(self.by_session),
-            "latency_ms": self.latency_ms,
-            "bench": self.bench is not None,
-        }
-
-    def reset_stats(self) -> None:
-        self.served = 0
-        self.by_status.clear()
-        self.by_session.clear()
-
-
-def plivo_error(status: int, message: str) -> JSONResponse:
-    """Plivo's error body shape: `{"api_id", "error"}`."""
-    return JSONResponse({"api_id": str(uuid.uuid4()), "error": message}, status_code=status)
+__all__ = ["SimulatorSettings", "create_simulator"]
 
 
 class _DroppedConnection(Response):
@@ -109,21 +43,11 @@ async def get_session(request: Request) -> Response:
     state: SimulatorState = request.app.state.simulator
     auth_id, session_uuid = request.path_params["auth_id"], request.path_params["session_uuid"]
     state.arrived(session_uuid)
-    fault = _request_fault(request, state, session_uuid)
+    fault = request_fault(request, state, session_uuid)
     await _delay(request, state, fault)
     response = _answer(request, state, auth_id, session_uuid, fault)
     state.answered(response.status_code)
     return response
-
-
-def _request_fault(request: Request, state: SimulatorState, session_uuid: str) -> Fault | None:
-    header = request.headers.get("x-simulator-fault")
-    if header:
-        try:
-            return Fault.parse(header, retry_after=request.headers.get("x-simulator-retry-after"))
-        except ValueError:
-            return None
-    return state.faults.take(session_uuid)
 
 
 async def _delay(request: Request, state: SimulatorState, fault: Fault | None) -> None:
@@ -141,7 +65,7 @@ def _answer(
     request: Request, state: SimulatorState, auth_id: str, session_uuid: str, fault: Fault | None
 ) -> Response:
     if fault is not None and fault.status is not None:
-        return _status_fault(fault)
+        return status_fault(fault)
     if fault is not None and fault.kind == "garbage":
         return Response(b"<html><body>502 Bad Gateway</body></html>", media_type="application/json")
     if fault is not None and fault.kind == "reset":
@@ -149,24 +73,12 @@ def _answer(
     if not state.is_authorized(request.headers.get("authorization"), auth_id):
         return plivo_error(401, "authentication credentials were not provided or are invalid")
     key = session_uuid.lower()
+    state.expire_if_due(key)
     if key in state.sessions:
         return JSONResponse(state.sessions[key])
-    if state.bench is not None and _CANONICAL.fullmatch(key):
+    if state.bench is not None and CANONICAL.fullmatch(key):
         return Response(state.bench.render(key, auth_id), media_type="application/json")
     return plivo_error(404, "not found")
-
-
-def _status_fault(fault: Fault) -> Response:
-    status = fault.status or 500
-    messages = {
-        401: "authentication credentials were not provided",
-        403: "forbidden",
-        429: "too many requests",
-    }
-    response = plivo_error(status, messages.get(status, "simulated failure"))
-    if status == 429:
-        response.headers["Retry-After"] = fault.retry_after or "1"
-    return response
 
 
 async def method_not_allowed(request: Request) -> Response:
@@ -185,7 +97,7 @@ async def stats(request: Request) -> Response:
 async def config(request: Request) -> Response:
     state: SimulatorState = request.app.state.simulator
     if request.method == "PUT":
-        body = await _json_object(request)
+        body = await json_object(request)
         if isinstance(body, Response):
             return body
         try:
@@ -207,7 +119,7 @@ async def faults(request: Request) -> Response:
     if request.method == "DELETE":
         state.faults.clear()
         return JSONResponse({"cleared": True})
-    body = await _json_object(request)
+    body = await json_object(request)
     if isinstance(body, Response):
         return body
     try:
@@ -225,16 +137,6 @@ async def faults(request: Request) -> Response:
     return JSONResponse({"queued": fault.kind, "times": times}, status_code=201)
 
 
-async def _json_object(request: Request) -> dict[str, object] | Response:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return JSONResponse({"error": "body must be JSON"}, status_code=400)
-    if not isinstance(body, dict):
-        return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
-    return body
-
-
 def _number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"{name} must be a number of at least 0")
@@ -244,10 +146,16 @@ def _number(value: object, name: str) -> float:
 def create_simulator(settings: SimulatorSettings) -> Starlette:
     """A Starlette app that answers like Plivo's Verify Session API."""
     session_path = "/v1/Account/{auth_id}/Verify/Session/{session_uuid}/"
+    list_path = "/v1/Account/{auth_id}/Verify/Session/"
     app = Starlette(
         routes=[
+            Route(list_path, list_sessions, methods=["GET"]),
+            Route(list_path, create_session, methods=["POST"]),
+            Route(list_path, method_not_allowed, methods=["PUT", "PATCH", "DELETE"]),
             Route(session_path, get_session, methods=["GET"]),
-            Route(session_path, method_not_allowed, methods=["POST", "PUT", "PATCH", "DELETE"]),
+            Route(session_path, validate_session, methods=["POST"]),
+            Route(session_path, method_not_allowed, methods=["PUT", "PATCH", "DELETE"]),
+            Route("/__simulator/codes/{session_uuid}", code, methods=["GET"]),
             Route("/__simulator/stats", stats, methods=["GET", "POST"]),
             Route("/__simulator/config", config, methods=["GET", "PUT"]),
             Route("/__simulator/faults", faults, methods=["POST", "DELETE"]),
