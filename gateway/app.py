@@ -15,12 +15,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from gateway import graphiql
 from gateway.auth import Authenticator, Principal
 from gateway.cache import SessionCache, create_cache
+from gateway.changes import Changes
 from gateway.config import Settings
 from gateway.endpoint import (
     EndpointLimits,
@@ -31,6 +32,7 @@ from gateway.endpoint import (
 )
 from gateway.fastlane import FastLane
 from gateway.limits import QueryLimits
+from gateway.live import CALLBACK_PATH, Subscriptions, callback_endpoint
 from gateway.metrics import Metrics
 from gateway.observability import AccessLog, RequestContextMiddleware, RequestIds, sdk_configured
 from gateway.plivo.client import DEFAULT_HEADERS, Credential, create_http_client
@@ -42,6 +44,8 @@ from gateway.schema import SchemaOptions, build_schema
 from gateway.schema.context import Context
 from gateway.services import BreakerPolicy, SessionServices
 from gateway.sessions import CachePolicy
+from gateway.verification import FlowPolicy
+from gateway.watch import SessionWatcher
 
 logger = logging.getLogger(__name__)
 PASS_THROUGH_HEADERS = ("x-plivo-auth-id", "x-plivo-auth-token")
@@ -93,6 +97,20 @@ def cache_policy(settings: Settings) -> CachePolicy:
     )
 
 
+def flow_policy(settings: Settings) -> FlowPolicy:
+    """List cache, idempotency, start throttles and the callback URL from settings."""
+    callback = settings.public_url.rstrip("/") + CALLBACK_PATH if settings.public_url else None
+    return FlowPolicy(
+        list_ttl=settings.ttl_list,
+        idempotency_window=settings.idempotency_window,
+        starts_per_key=settings.starts_per_key,
+        starts_per_recipient=settings.starts_per_recipient,
+        callback_url=callback,
+        key_prefix=settings.cache_prefix,
+        lease=settings.upstream_deadline + 1.0,
+    )
+
+
 def asset_endpoint(files: dict[str, Path]) -> Callable[[Request], Awaitable[Response]]:
     """Serves exactly the GraphiQL files by name, nothing else of node_modules."""
 
@@ -117,11 +135,21 @@ def create_app(
     ids = RequestIds()
     refresh_limiter = RefreshLimiter(settings.refresh_per_minute)
 
+    watcher = SessionWatcher(settings.watch_interval, settings.watch_max_interval)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         http = build_upstream(settings, transport)
         cache = build_cache(settings)
         app.state.cache = cache
+
+        async def apply(session_uuid: str) -> None:
+            await app.state.services.forget(session_uuid)
+            responses.forget(session_uuid)
+            watcher.wake(session_uuid)
+
+        changes = Changes(cache, f"{settings.cache_prefix}:changes", apply)
+        app.state.changes = changes
         app.state.services = SessionServices(
             http,
             cache,
@@ -132,10 +160,14 @@ def create_app(
             breaker_policy=BreakerPolicy(settings.breaker_threshold, settings.breaker_cooldown),
             max_concurrency=settings.max_upstream_concurrency,
             metrics=metrics,
+            flow_policy=flow_policy(settings),
+            changed=changes.changed,
         )
+        listener = changes.start()
         try:
             yield
         finally:
+            listener.cancel()
             await http.close()
             await cache.close()
             access.flush()
@@ -153,10 +185,44 @@ def create_app(
                     extensions={"retryAfter": round(wait, 3)},
                     headers=retry_after_header(wait),
                 )
-        services: SessionServices = request.app.state.services
-        return Context(
-            services.for_credential(credential), refresh=refresh, scopes=principal.scopes
+        return _context(
+            request.app.state.services,
+            credential,
+            refresh=refresh,
+            principal=principal,
+            idempotency_key=request.headers.get("idempotency-key"),
         )
+
+    def _context(
+        services: SessionServices,
+        credential: Credential | None,
+        *,
+        refresh: bool,
+        principal: Principal,
+        idempotency_key: str | None,
+    ) -> Context:
+        sessions = services.for_credential(credential)
+        return Context(
+            sessions,
+            refresh=refresh,
+            scopes=principal.scopes,
+            caller=principal.name,
+            flow=services.flow_for(credential),
+            watch=lambda uuid: watcher.watch(sessions, uuid),
+            idempotency_key=idempotency_key,
+        )
+
+    def socket_context() -> Context:
+        return _context(
+            starlette_app.state.services,
+            None,
+            refresh=False,
+            principal=Principal("websocket", frozenset()),
+            idempotency_key=None,
+        )
+
+    async def callback_changed(session_uuid: str) -> None:
+        await starlette_app.state.changes.changed(session_uuid)
 
     async def healthz(request: Request) -> Response:
         """The process is alive."""
@@ -173,7 +239,7 @@ def create_app(
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     schema = build_schema(SchemaOptions(introspection=not settings.is_production))
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -207,6 +273,23 @@ def create_app(
         responses=responses,
     )
     routes.append(Route("/graphql", endpoint.handle, methods=["GET", "POST"]))
+    routes.append(
+        WebSocketRoute(
+            "/graphql",
+            Subscriptions(schema, authenticator=authenticator, context=socket_context),
+        )
+    )
+    routes.append(
+        Route(
+            CALLBACK_PATH,
+            callback_endpoint(
+                settings.public_url,
+                lambda: starlette_app.state.services.tokens(),
+                callback_changed,
+            ),
+            methods=["GET", "POST"],
+        )
+    )
     if tracer is None and sdk_configured():
         tracer = trace.get_tracer("gateway")
     middleware = [Middleware(RequestContextMiddleware, tracer=tracer, access=access, ids=ids)]
@@ -226,9 +309,9 @@ def create_app(
                 expose_headers=["x-request-id"],
             )
         )
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    starlette_app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     return FastLane(
-        app,
+        starlette_app,
         authenticator=authenticator,
         responses=responses,
         observer=metrics,

@@ -13,13 +13,14 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from aiocache import RedisCache, SimpleMemoryCache
 from aiocache.serializers import BaseSerializer, NullSerializer
+from redis.exceptions import RedisError
 
 from gateway.plivo.models import MalformedSession, Session, dump_session, parse_session
 
@@ -75,6 +76,21 @@ class SessionCache:
         """
         return None
 
+    async def remember(self, key: str, value: str, ttl: float) -> None:
+        """Keep a small text value (an idempotent start's result) for `ttl` seconds."""
+
+    async def recall(self, key: str) -> str | None:
+        """What `remember` kept, while it lasts."""
+        return None
+
+    async def publish(self, channel: str, message: str) -> None:
+        """Tell the other instances of the fleet; a cache of one process has none."""
+
+    async def messages(self, channel: str) -> AsyncIterator[str]:
+        """What other instances publish to `channel`; nothing, for a cache of one process."""
+        await asyncio.Event().wait()
+        yield ""  # pragma: no cover  (never reached: makes this an async generator)
+
     async def is_healthy(self) -> bool:
         """Whether the backend answers."""
         return True
@@ -121,6 +137,17 @@ class MemorySessionCache(SessionCache):
     async def delete(self, key: str) -> None:
         self._order.pop(key, None)
         await self._cache._delete(key)
+
+    async def remember(self, key: str, value: str, ttl: float) -> None:
+        await self._cache._set(key, (value, time.monotonic() + ttl))
+        self._order[key] = None
+        self._order.move_to_end(key)
+
+    async def recall(self, key: str) -> str | None:
+        item = await self._cache._get(key)
+        if item is None or item[1] <= time.monotonic() or not isinstance(item[0], str):
+            return None
+        return item[0]
 
     def __len__(self) -> int:
         return len(self._order)
@@ -187,6 +214,33 @@ class RedisSessionCache(SessionCache):
         if used <= limit:
             return None
         return max(0.001, (index + 1) * window - now)
+
+    async def remember(self, key: str, value: str, ttl: float) -> None:
+        client = self._cache.client
+        await self._guard.run(lambda: client.set(key, value, px=max(1, int(ttl * 1000))), None)
+
+    async def recall(self, key: str) -> str | None:
+        raw = await self._guard.run(lambda: self._cache.client.get(key), None)
+        return raw.decode() if isinstance(raw, bytes) else None
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self._guard.run(lambda: self._cache.client.publish(channel, message), 0)
+
+    async def messages(self, channel: str) -> AsyncIterator[str]:
+        """Redis pub/sub, subscribing again after an outage (what was sent meanwhile is lost)."""
+        while True:
+            pubsub = self._cache.client.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                async for item in pubsub.listen():
+                    if item.get("type") == "message":
+                        data = item["data"]
+                        yield data.decode() if isinstance(data, bytes) else str(data)
+            except (OSError, RedisError) as exc:
+                logger.warning("listening to %s failed (%s); again in 1 s", channel, exc)
+                await asyncio.sleep(PROBE_INTERVAL)
+            finally:
+                await pubsub.aclose()
 
     async def is_healthy(self) -> bool:
         try:

@@ -77,6 +77,13 @@ class Settings:
     log_format: Literal["json", "text"] = "json"
     upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
     response_cache_entries: int = 10_000
+    public_url: str | None = None
+    idempotency_window: float = 600.0
+    starts_per_key: tuple[int, float] = (30, 60.0)
+    starts_per_recipient: tuple[int, float] = (5, 600.0)
+    ttl_list: float = 5.0
+    watch_interval: float = 1.0
+    watch_max_interval: float = 10.0
 
     @property
     def is_production(self) -> bool:
@@ -150,7 +157,31 @@ def _read_hardening(reader: _Reader) -> dict[str, Any]:
         "log_format": reader.optional("GATEWAY_LOG_FORMAT", _log_format),
         "upstream_client": reader.optional("PLIVO_HTTP_CLIENT", _upstream_client),
         "response_cache_entries": reader.optional("GATEWAY_RESPONSE_CACHE_ENTRIES", _count),
+        **_read_flow(reader),
     }
+
+
+def _read_flow(reader: _Reader) -> dict[str, Any]:
+    return {
+        "public_url": reader.optional("GATEWAY_PUBLIC_URL", _http_url),
+        "idempotency_window": reader.optional("GATEWAY_IDEMPOTENCY_WINDOW", _duration),
+        "starts_per_key": reader.optional("GATEWAY_STARTS_PER_KEY", _rate),
+        "starts_per_recipient": reader.optional("GATEWAY_STARTS_PER_RECIPIENT", _rate),
+        "ttl_list": reader.optional("GATEWAY_CACHE_TTL_LIST", _duration),
+        "watch_interval": reader.optional("GATEWAY_WATCH_INTERVAL", _seconds),
+        "watch_max_interval": reader.optional("GATEWAY_WATCH_MAX_INTERVAL", _seconds),
+    }
+
+
+def _rate(raw: str) -> tuple[int, float]:
+    count, _, seconds = raw.partition("/")
+    try:
+        window = float(seconds)
+    except ValueError:
+        window = -1.0
+    if not count.isdigit() or int(count) < 1 or not 0 < window <= 86_400:
+        raise ValueError("must be COUNT/SECONDS, like 30/60 (at least 1, a window up to a day)")
+    return int(count), window
 
 
 def parse_api_keys(text: str) -> tuple[ApiKey, ...]:

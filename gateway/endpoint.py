@@ -346,6 +346,8 @@ def response_key(
 
 def _is_cacheable(body: dict[str, Any], context: Context) -> bool:
     """No errors, and every session in it was a fresh copy."""
+    if context.mutated:
+        return False
     return "errors" not in body and len(context.freshness) == len(context.cache_report) > 0
 
 

@@ -2,7 +2,10 @@
 
 GatewayError                     # we raised this on purpose
 ├── ConfigError                  # bad or missing settings: fail at start-up, naming each
-├── InvalidSessionUuid           # a caller's uuid is not canonical: rejected before any I/O
+├── InvalidInput                 # a caller's argument is unusable: rejected before any I/O
+│   └── InvalidSessionUuid       # a uuid that is not canonical
+├── Throttled                    # a gateway-side rate (starts per key or recipient), retry_after
+├── IdempotencyConflict          # the same Idempotency-Key is still being served elsewhere
 ├── Unauthenticated              # no API key, or an unknown one (HTTP 401)
 ├── Forbidden                    # the key lacks the scope (FORBIDDEN)
 ├── BadCredentialHeaders         # pass-through headers incomplete or malformed (HTTP 400)
@@ -33,7 +36,23 @@ class ConfigError(GatewayError):
         super().__init__("; ".join(self.problems))
 
 
-class InvalidSessionUuid(GatewayError):
+class InvalidInput(GatewayError):
+    """An argument the gateway cannot use; the message names the argument, not its value."""
+
+
+class Throttled(GatewayError):
+    """A gateway-side rate was reached; `retry_after` says in how many seconds to try again."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class IdempotencyConflict(GatewayError):
+    """A start with the same Idempotency-Key is still in flight; its result is not known yet."""
+
+
+class InvalidSessionUuid(InvalidInput):
     """A session uuid is not in the canonical 8-4-4-4-12 hex form."""
 
     def __init__(self) -> None:

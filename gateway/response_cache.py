@@ -40,6 +40,7 @@ class ResponseCache:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[bytes, CachedResponse] = OrderedDict()
+        self._by_session: dict[str, set[bytes]] = {}  # which entries hold each session
 
     def get(self, key: bytes) -> CachedResponse | None:
         """The entry while fresh; an expired one is dropped."""
@@ -47,7 +48,7 @@ class ResponseCache:
         if entry is None:
             return None
         if entry.fresh_until <= time.time():
-            del self._entries[key]
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return entry
@@ -63,10 +64,28 @@ class ResponseCache:
             return
         fresh_until = min(until for _, until in freshness.values())
         stored = tuple((uuid, at) for uuid, (at, _) in freshness.items())
+        self._drop(key)
         self._entries[key] = CachedResponse(encoded, stored, fresh_until, label)
-        self._entries.move_to_end(key)
+        for uuid, _ in stored:
+            self._by_session.setdefault(uuid, set()).add(key)
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
+
+    def forget(self, session_uuid: str) -> None:
+        """Drop every response that holds this session (it changed)."""
+        for key in list(self._by_session.get(session_uuid, ())):
+            self._drop(key)
+
+    def _drop(self, key: bytes) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for uuid, _ in entry.stored_at:
+            keys = self._by_session.get(uuid)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_session[uuid]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.cache import SessionCache
@@ -17,6 +18,7 @@ from gateway.plivo.client import Credential, PlivoClient
 from gateway.plivo.resilience import CircuitBreaker, ResilientClient, RetryPolicy
 from gateway.plivo.transport import UpstreamHTTP
 from gateway.sessions import CachePolicy, SessionService
+from gateway.verification import FlowPolicy, Throttle, VerificationService
 
 MAX_PASS_THROUGH = 1000
 
@@ -44,29 +46,61 @@ class SessionServices:
         breaker_policy: BreakerPolicy,
         max_concurrency: int,
         metrics: Metrics,
+        flow_policy: FlowPolicy | None = None,
+        changed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._http, self._cache, self._base_url = http, cache, base_url
         self._cache_policy, self._retry_policy = cache_policy, retry_policy
         self._breaker_policy, self._metrics = breaker_policy, metrics
         self._bulkhead = asyncio.Semaphore(max_concurrency)
-        self.default = self._build(default, name="default")
-        self._pass_through: OrderedDict[str, SessionService] = OrderedDict()
+        self._flow_policy = flow_policy or FlowPolicy()
+        self._changed = changed or self.forget
+        self._throttle = Throttle(cache)
+        self._credentials: dict[str, Credential] = {default.digest: default}
+        self.default, self._default_flow = self._build(default, name="default")
+        self._pass_through: OrderedDict[str, tuple[SessionService, VerificationService]] = (
+            OrderedDict()
+        )
 
     def for_credential(self, credential: Credential | None) -> SessionService:
         """The configured credential's service when None, else the caller's own."""
-        if credential is None:
-            return self.default
-        digest = credential.digest
-        service = self._pass_through.get(digest)
-        if service is None:
-            service = self._build(credential, name=f"passthrough:{credential.auth_id}")
-            self._pass_through[digest] = service
-            while len(self._pass_through) > MAX_PASS_THROUGH:
-                self._pass_through.popitem(last=False)
-        self._pass_through.move_to_end(digest)
-        return service
+        return self._pair(credential)[0]
 
-    def _build(self, credential: Credential, *, name: str) -> SessionService:
+    def flow_for(self, credential: Credential | None) -> VerificationService:
+        """List, start and validate with the configured credential, or the caller's own."""
+        return self._pair(credential)[1]
+
+    def all(self) -> list[SessionService]:
+        """Every session service: the configured credential's and the recent pass-through ones."""
+        return [self.default, *(pair[0] for pair in self._pass_through.values())]
+
+    def tokens(self) -> list[str]:
+        """The auth tokens a status callback may be signed with (the ones we sent requests with)."""
+        return [credential.auth_token for credential in self._credentials.values()]
+
+    async def forget(self, session_uuid: str) -> None:
+        """Every credential's cached copy of a session goes (a callback or mutation changed it)."""
+        for service in self.all():
+            await service.forget(session_uuid)
+
+    def _pair(self, credential: Credential | None) -> tuple[SessionService, VerificationService]:
+        if credential is None:
+            return self.default, self._default_flow
+        digest = credential.digest
+        pair = self._pass_through.get(digest)
+        if pair is None:
+            pair = self._build(credential, name=f"passthrough:{credential.auth_id}")
+            self._pass_through[digest] = pair
+            self._credentials[digest] = credential
+            while len(self._pass_through) > MAX_PASS_THROUGH:
+                gone, _ = self._pass_through.popitem(last=False)
+                self._credentials.pop(gone, None)
+        self._pass_through.move_to_end(digest)
+        return pair
+
+    def _build(
+        self, credential: Credential, *, name: str
+    ) -> tuple[SessionService, VerificationService]:
         breaker = CircuitBreaker(
             name, self._breaker_policy.threshold, self._breaker_policy.cooldown, self._metrics
         )
@@ -77,6 +111,15 @@ class SessionServices:
             bulkhead=self._bulkhead,
             observer=self._metrics,
         )
-        return SessionService(
+        sessions = SessionService(
             client, self._cache, self._cache_policy, base_url=self._base_url, observer=self._metrics
         )
+        flow = VerificationService(
+            client,
+            sessions,
+            self._cache,
+            self._flow_policy,
+            changed=self._changed,
+            throttle=self._throttle,
+        )
+        return sessions, flow

@@ -116,7 +116,7 @@ class SessionService:
         self._policy = policy
         self._observer = observer or _Unobserved()
         credential = client.credential
-        self._namespace = f"{base_url}:{credential.auth_id}:{credential.digest[:32]}"
+        self.namespace = f"{base_url}:{credential.auth_id}:{credential.digest[:32]}"
         self._budget_key = f"{policy.key_prefix}:budget:{base_url}:{credential.auth_id}"
         self._flights: dict[str, asyncio.Task[Lookup]] = {}
         self._reads: dict[str, asyncio.Task[CacheEntry | None]] = {}
@@ -125,7 +125,19 @@ class SessionService:
 
     def cache_key(self, session_uuid: str) -> str:
         """Names the upstream, the account, a digest of the credential and the uuid."""
-        return f"{self._policy.key_prefix}:session:{self._namespace}:{session_uuid}"
+        return f"{self._policy.key_prefix}:session:{self.namespace}:{session_uuid}"
+
+    async def forget(self, session_uuid: str) -> None:
+        """Drop the cached copy (after a start or a validation changed the session)."""
+        await self._cache.delete(self.cache_key(canonical_session_uuid(session_uuid)))
+
+    async def store(self, session: Session) -> None:
+        """Fill the cache with a copy read elsewhere (a page of the list)."""
+        uuid = canonical_session_uuid(session.session_uuid)
+        ttl = self._policy.ttl_for(session)
+        now = time.time()
+        entry = CacheEntry(session, stored_at=now, fresh_until=now + ttl, flight=next(self._tokens))
+        await self._cache.set(self.cache_key(uuid), entry, ttl + self._policy.keep_for)
 
     async def get(self, session_uuid: str, *, refresh: bool = False) -> Lookup:
         """The session; `refresh` skips the cached copy (still coalesced with other fetches)."""

@@ -142,3 +142,50 @@ def test_malformed_cache_settings_are_named(name: str, value: str) -> None:
         Settings.from_env(VALID | {name: value})
     assert caught.value.problems[0].startswith(f"{name} ")
     assert "secretpw" not in caught.value.problems[0]
+
+
+def test_flow_settings() -> None:
+    settings = Settings.from_env(
+        VALID
+        | {
+            "GATEWAY_PUBLIC_URL": "https://gw.example.com/",
+            "GATEWAY_IDEMPOTENCY_WINDOW": "120",
+            "GATEWAY_STARTS_PER_KEY": "100/60",
+            "GATEWAY_STARTS_PER_RECIPIENT": "3/3600",
+            "GATEWAY_CACHE_TTL_LIST": "0",
+            "GATEWAY_WATCH_INTERVAL": "0.5",
+            "GATEWAY_WATCH_MAX_INTERVAL": "30",
+        }
+    )
+    assert settings.public_url == "https://gw.example.com"
+    assert settings.idempotency_window == 120.0
+    assert settings.starts_per_key == (100, 60.0)
+    assert settings.starts_per_recipient == (3, 3600.0)
+    assert (settings.ttl_list, settings.watch_interval, settings.watch_max_interval) == (
+        0.0,
+        0.5,
+        30.0,
+    )
+    defaults = Settings.from_env(VALID)
+    assert defaults.public_url is None
+    assert (defaults.starts_per_key, defaults.starts_per_recipient) == ((30, 60.0), (5, 600.0))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GATEWAY_PUBLIC_URL", "gw.example.com"),
+        ("GATEWAY_PUBLIC_URL", "https://gw.example.com/?x=1"),
+        ("GATEWAY_STARTS_PER_KEY", "10"),
+        ("GATEWAY_STARTS_PER_KEY", "0/60"),
+        ("GATEWAY_STARTS_PER_RECIPIENT", "5/0"),
+        ("GATEWAY_STARTS_PER_RECIPIENT", "five/60"),
+        ("GATEWAY_IDEMPOTENCY_WINDOW", "-1"),
+        ("GATEWAY_WATCH_INTERVAL", "0"),
+    ],
+)
+def test_malformed_flow_settings_are_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(VALID | {name: value})
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(f"{name} ")

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import DisableIntrospection, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.execution import PreExecutionError
 
 from gateway.schema.cache_report import CacheReport
-from gateway.schema.errors import ErrorContract
+from gateway.schema.errors import ErrorContract, to_contract
+from gateway.schema.flow import Mutation, Query, Subscription
 from gateway.schema.scalars import SCALAR_MAP
-from gateway.schema.sessions import Query
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,27 @@ class GatewaySchema(strawberry.Schema):
     ) -> None:
         """Errors are logged where they are translated (schema.errors)."""
 
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        """Results streamed to a websocket, their errors in the contract too.
+
+        The ErrorContract extension rewrites the one result of a query or a mutation; the
+        results a subscription yields pass by it, so they are rewritten here as they go.
+        """
+        return _contracted(await super().stream(*args, **kwargs))
+
+
+async def _contracted(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for item in source:
+        if isinstance(item, ExecutionResult) and item.errors:
+            failed = isinstance(item, PreExecutionError)
+            item.errors = [
+                error
+                if error.extensions and "code" in error.extensions
+                else to_contract(error, validation_failed=failed)
+                for error in item.errors
+            ]
+        yield item
+
 
 def build_schema(options: SchemaOptions | None = None) -> strawberry.Schema:
     """The gateway's schema, assembled from `options`."""
@@ -40,6 +64,8 @@ def build_schema(options: SchemaOptions | None = None) -> strawberry.Schema:
         extensions.append(DisableIntrospection)
     return GatewaySchema(
         query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(
             disable_field_suggestions=not options.introspection, scalar_map=SCALAR_MAP

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -12,6 +12,7 @@ import strawberry
 from strawberry.dataloader import DataLoader
 
 from gateway.errors import Forbidden
+from gateway.plivo.flow import ListFilter, SessionPage, StartOutcome, StartParams, Validation
 from gateway.plivo.models import Session
 
 
@@ -37,6 +38,21 @@ class SessionReader(Protocol):
     async def get(self, session_uuid: str, *, refresh: bool = False) -> SessionLookup: ...
 
 
+class VerificationFlow(Protocol):
+    """List, start and validate for the caller's credential."""
+
+    async def list(self, where: ListFilter, *, first: int, offset: int) -> SessionPage: ...
+
+    async def start(
+        self, caller: str, params: StartParams, idempotency_key: str | None
+    ) -> StartOutcome: ...
+
+    async def validate(self, caller: str, session_uuid: str, otp: str) -> Validation: ...
+
+
+SessionWatch = Callable[[str], AsyncIterator[Session | None]]
+
+
 @dataclass
 class Context:
     """Per-request context: the reader, a DataLoader over it, and what the cache did.
@@ -50,6 +66,12 @@ class Context:
     scopes: frozenset[str] = frozenset({"read", "write", "passthrough"})
     cache_report: dict[str, dict[str, object]] = field(default_factory=dict)
     freshness: dict[str, tuple[float, float]] = field(default_factory=dict)
+    caller: str = "anonymous"
+    flow: VerificationFlow | None = None
+    watch: SessionWatch | None = None
+    idempotency_key: str | None = None
+    mutated: bool = False  # a mutation ran: the response is never cached
+    connection_params: dict[str, object] | None = None  # a websocket's connection_init payload
     _loader: DataLoader[str, Session | None] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -88,3 +110,10 @@ def require(context: Context, scope: str) -> None:
     """Raise Forbidden unless the caller's key holds `scope`."""
     if scope not in context.scopes:
         raise Forbidden(f"this API key lacks the {scope} scope")
+
+
+def flow_of(context: Context) -> VerificationFlow:
+    """The flow, which every app context carries (a schema test without one is a bug)."""
+    if context.flow is None:
+        raise RuntimeError("this context has no verification flow")
+    return context.flow

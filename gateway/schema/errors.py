@@ -15,7 +15,9 @@ from strawberry.extensions import SchemaExtension
 from gateway.errors import (
     Forbidden,
     GatewayError,
-    InvalidSessionUuid,
+    IdempotencyConflict,
+    InvalidInput,
+    Throttled,
     UpstreamError,
     UpstreamFailed,
     UpstreamRateLimited,
@@ -32,8 +34,12 @@ _REJECTED_CODES = {401: "UPSTREAM_UNAUTHENTICATED", 403: "UPSTREAM_FORBIDDEN"}
 
 def gateway_error_extensions(error: GatewayError) -> dict[str, object]:
     """The `extensions` a client sees for an error we raised on purpose."""
-    if isinstance(error, InvalidSessionUuid):
+    if isinstance(error, InvalidInput):
         return {"code": "BAD_USER_INPUT"}
+    if isinstance(error, Throttled):
+        return {"code": "RATE_LIMITED", "retryAfter": error.retry_after}
+    if isinstance(error, IdempotencyConflict):
+        return {"code": "CONFLICT"}
     if isinstance(error, Forbidden):
         return {"code": "FORBIDDEN"}
     if isinstance(error, UpstreamRateLimited):

@@ -1,0 +1,271 @@
+"""VerificationService: the rest of the Verify flow for one credential: list, start, validate.
+
+Lists are read through a short cache (per credential, filter and page) and fill the session
+cache. Starts and validations are sent once, never retried; both make every instance forget its
+copy of the session (`Changes`), and are audit-logged: key name, operation, session uuid and
+outcome, never the code. A start with an Idempotency-Key within the window returns the first
+result; starts are throttled per API key and per recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from gateway.cache import SessionCache
+from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput, Throttled
+from gateway.plivo.flow import (
+    MAX_PAGE,
+    ListFilter,
+    SessionPage,
+    Started,
+    StartOutcome,
+    StartParams,
+    Validation,
+)
+from gateway.plivo.models import MalformedSession, dump_session, parse_session
+from gateway.sessions import SessionService
+
+audit = logging.getLogger("gateway.audit")
+logger = logging.getLogger(__name__)
+RECIPIENT = re.compile(r"^\+?[0-9]{6,16}$")
+
+
+class FlowClient(Protocol):
+    """What the flow sends to Plivo (ResilientClient)."""
+
+    async def list_sessions(self, where: ListFilter, *, limit: int, offset: int) -> SessionPage: ...
+
+    async def create_session(self, params: StartParams) -> Started: ...
+
+    async def validate_session(self, session_uuid: str, otp: str) -> Validation: ...
+
+
+@dataclass(frozen=True)
+class FlowPolicy:
+    """Cache, idempotency and throttle settings, and where Plivo sends status callbacks."""
+
+    list_ttl: float = 5.0
+    idempotency_window: float = 600.0
+    starts_per_key: tuple[int, float] = (30, 60.0)
+    starts_per_recipient: tuple[int, float] = (5, 600.0)
+    callback_url: str | None = None
+    key_prefix: str = "pvg"
+    lease: float = 6.0
+
+
+class Throttle:
+    """Fixed-window counters: in the shared cache for a fleet, else in this process."""
+
+    def __init__(self, cache: SessionCache) -> None:
+        self._cache = cache
+        self._local: dict[str, int] = {}
+
+    async def take(self, key: str, rate: tuple[int, float]) -> float | None:
+        """None when one more fits in the window; else the seconds until the window ends."""
+        limit, window = rate
+        if self._cache.shared:
+            return await self._cache.spend(key, limit, window)
+        now = time.time()
+        index = int(now // window)
+        slot = f"{key}:{index}"
+        if len(self._local) > 10_000:
+            self._local.clear()  # windows end; a full reset only forgets old counts
+        used = self._local.get(slot, 0) + 1
+        self._local[slot] = used
+        return None if used <= limit else max(0.001, (index + 1) * window - now)
+
+
+class VerificationService:
+    """List, start and validate for one credential."""
+
+    def __init__(
+        self,
+        client: FlowClient,
+        sessions: SessionService,
+        cache: SessionCache,
+        policy: FlowPolicy,
+        *,
+        changed: Callable[[str], Awaitable[None]],
+        throttle: Throttle,
+    ) -> None:
+        self._client, self._sessions, self._cache = client, sessions, cache
+        self._policy, self._changed, self._throttle = policy, changed, throttle
+        self._pages: dict[str, asyncio.Task[SessionPage]] = {}
+        self._starts: dict[str, asyncio.Task[Started]] = {}
+
+    async def list(self, where: ListFilter, *, first: int, offset: int) -> SessionPage:
+        """One page, from the short list cache or from Plivo (concurrent reads share one)."""
+        if not 1 <= first <= MAX_PAGE:
+            raise InvalidInput(f"first must be from 1 to {MAX_PAGE} (Plivo pages 20 at a time)")
+        key = f"{self._policy.key_prefix}:list:{self._sessions.namespace}:{where.digest}"
+        key = f"{key}:{first}:{offset}"
+        cached = _read_page(await self._cache.recall(key), offset)
+        if cached is not None:
+            return cached
+        task = self._pages.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch_page(key, where, first, offset))
+            self._pages[key] = task
+            task.add_done_callback(lambda done: self._pages.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _fetch_page(
+        self, key: str, where: ListFilter, first: int, offset: int
+    ) -> SessionPage:
+        page = await self._client.list_sessions(where, limit=first, offset=offset)
+        for session in page.sessions:
+            await self._sessions.store(session)
+        await self._cache.remember(key, _write_page(page), self._policy.list_ttl)
+        return page
+
+    async def start(
+        self, caller: str, params: StartParams, idempotency_key: str | None
+    ) -> StartOutcome:
+        """Send a code (once), or return what the same Idempotency-Key got earlier."""
+        check_start(params)
+        try:
+            if idempotency_key is None:
+                return StartOutcome(await self._start(caller, params), replayed=False)
+            return await self._start_once(caller, params, idempotency_key)
+        except GatewayError as exc:
+            _audit(caller, "startVerification", None, type(exc).__name__)
+            raise
+
+    async def _start_once(self, caller: str, params: StartParams, key: str) -> StartOutcome:
+        digest = hashlib.sha256(f"{caller}\n{key}".encode()).hexdigest()
+        memo = f"{self._policy.key_prefix}:idem:{self._sessions.namespace}:{digest}"
+        earlier = _read_started(await self._cache.recall(memo))
+        if earlier is not None:
+            _audit(caller, "startVerification", earlier.session_uuid, "replayed")
+            return StartOutcome(earlier, replayed=True)
+        task = self._starts.get(memo)
+        if task is not None:  # the same key, in flight in this process
+            return StartOutcome(await asyncio.shield(task), replayed=True)
+        if not await self._cache.try_lock(f"{memo}:lock", digest, self._policy.lease):
+            return StartOutcome(await self._await_elsewhere(memo), replayed=True)
+        task = asyncio.create_task(self._start(caller, params))
+        self._starts[memo] = task
+        try:
+            started = await asyncio.shield(task)
+            await self._cache.remember(
+                memo, _write_started(started), self._policy.idempotency_window
+            )
+            return StartOutcome(started, replayed=False)
+        finally:
+            self._starts.pop(memo, None)
+            await self._cache.unlock(f"{memo}:lock", digest)
+
+    async def _await_elsewhere(self, memo: str) -> Started:
+        deadline = time.monotonic() + self._policy.lease
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            earlier = _read_started(await self._cache.recall(memo))
+            if earlier is not None:
+                return earlier
+        raise IdempotencyConflict("a start with this Idempotency-Key is still in flight")
+
+    async def _start(self, caller: str, params: StartParams) -> Started:
+        policy = self._policy
+        wait = await self._throttle.take(
+            f"{policy.key_prefix}:starts:key:{caller}", policy.starts_per_key
+        )
+        if wait is not None:
+            raise Throttled("too many starts for this API key", retry_after=round(wait, 3))
+        recipient = hashlib.sha256(params.recipient.lstrip("+").encode()).hexdigest()[:32]
+        wait = await self._throttle.take(
+            f"{policy.key_prefix}:starts:recipient:{recipient}", policy.starts_per_recipient
+        )
+        if wait is not None:
+            raise Throttled("too many starts for this recipient", retry_after=round(wait, 3))
+        if policy.callback_url is not None:
+            params = replace(params, url=policy.callback_url, method="POST")
+        started = await self._client.create_session(params)
+        try:
+            await self._changed(started.session_uuid)
+        except InvalidInput:  # Plivo's uuid is not canonical: nothing of ours is keyed by it
+            logger.warning("Plivo answered a start with a session uuid that is not canonical")
+        _audit(caller, "startVerification", started.session_uuid, "started")
+        return started
+
+    async def validate(self, caller: str, session_uuid: str, otp: str) -> Validation:
+        """Check a code (once); the session is forgotten everywhere whatever the outcome."""
+        if not otp.strip() or len(otp) > 16:
+            raise InvalidInput("otp must be the code that was sent (at most 16 characters)")
+        try:
+            validation = await self._client.validate_session(session_uuid, otp)
+        except GatewayError as exc:
+            _audit(caller, "validateSession", session_uuid, type(exc).__name__)
+            raise
+        await self._changed(validation.session_uuid)
+        _audit(caller, "validateSession", validation.session_uuid, validation.result.value)
+        return validation
+
+
+def check_start(params: StartParams) -> None:
+    """Refuse what Plivo would refuse, before sending anything."""
+    if not RECIPIENT.fullmatch(params.recipient):
+        raise InvalidInput("recipient must be a phone number: 6 to 16 digits, + allowed first")
+    if params.channel not in ("sms", "voice"):
+        raise InvalidInput("channel must be SMS or VOICE")
+    if params.code_length is not None and not 4 <= params.code_length <= 8:
+        raise InvalidInput("codeLength must be from 4 to 8")
+    if params.otp is not None and not (params.otp.isdigit() and 4 <= len(params.otp) <= 8):
+        raise InvalidInput("otp must be 4 to 8 digits")
+
+
+def _audit(caller: str, operation: str, session_uuid: str | None, outcome: str) -> None:
+    audit.info(
+        "audit %s by %s on %s: %s",
+        operation,
+        caller,
+        session_uuid or "-",
+        outcome,
+        extra={
+            "audit": {
+                "key": caller,
+                "operation": operation,
+                "session_uuid": session_uuid,
+                "outcome": outcome,
+            }
+        },
+    )
+
+
+def _write_page(page: SessionPage) -> str:
+    sessions = [dump_session(session) for session in page.sessions]
+    return json.dumps({"n": page.has_next, "s": sessions}, separators=(",", ":"))
+
+
+def _read_page(raw: str | None, offset: int) -> SessionPage | None:
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+        sessions = tuple(parse_session(item) for item in record["s"])
+        return SessionPage(sessions, offset, bool(record["n"]))
+    except (ValueError, KeyError, TypeError, MalformedSession):
+        logger.warning("unreadable cached page ignored")
+        return None
+
+
+def _write_started(started: Started) -> str:
+    record = {"u": started.session_uuid, "m": started.message, "a": started.api_id}
+    return json.dumps(record, separators=(",", ":"))
+
+
+def _read_started(raw: str | None) -> Started | None:
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+        return Started(str(record["u"]), record.get("m"), record.get("a"))
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,156 @@
+"""SessionWatcher and Changes with fakes at their edges: sharing, backoff, failures, the fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+
+from gateway import fixtures
+from gateway.cache import SessionCache
+from gateway.changes import Changes
+from gateway.errors import UpstreamRejected, UpstreamTimeout
+from gateway.plivo.models import Session, parse_session
+from gateway.sessions import Lookup, SessionService
+from gateway.watch import SessionWatcher
+
+UUID = fixtures.DOCS_EXAMPLE_UUID
+
+
+def session(status: str, attempts: int = 1) -> Session:
+    body = copy.deepcopy(fixtures.load("get-docs-example"))
+    assert isinstance(body, dict)
+    body["status"] = status
+    body["attempt_details"] = body["attempt_details"][:attempts]
+    return parse_session(body)
+
+
+@dataclass
+class Script:
+    """A session service that answers from a list of outcomes, the last one repeated."""
+
+    outcomes: list[Any]
+    namespace: str = "test"
+    reads: int = 0
+
+    async def get(self, session_uuid: str, *, refresh: bool = False) -> Lookup:
+        outcome = self.outcomes[min(self.reads, len(self.outcomes) - 1)]
+        self.reads += 1
+        if isinstance(outcome, Exception):
+            raise outcome
+        return Lookup(outcome, "miss", 0.0)
+
+
+def watcher_of(script: Script) -> tuple[SessionWatcher, SessionService]:
+    return SessionWatcher(interval=0.01, max_interval=0.02), cast(SessionService, script)
+
+
+async def collect(watch: AsyncIterator[Session | None]) -> list[str | None]:
+    return [None if s is None else s.status.value async for s in watch]
+
+
+async def test_changes_are_pushed_and_the_watch_ends_at_a_terminal_status() -> None:
+    script = Script(
+        [
+            session("in-progress"),
+            session("in-progress"),
+            session("in-progress", 2),
+            session("verified"),
+        ]
+    )
+    watcher, service = watcher_of(script)
+    assert await asyncio.wait_for(collect(watcher.watch(service, UUID)), 5) == [
+        "in-progress",
+        "in-progress",  # a second attempt is a change too
+        "verified",
+    ]
+    assert watcher.pollers == 0
+
+
+async def test_a_transient_failure_is_ridden_out() -> None:
+    failure = UpstreamTimeout("slow", method="GET", path="/")
+    script = Script([failure, failure, session("expired")])
+    watcher, service = watcher_of(script)
+    assert await asyncio.wait_for(collect(watcher.watch(service, UUID)), 5) == ["expired"]
+
+
+async def test_a_refusal_ends_every_watch_with_the_error() -> None:
+    script = Script([UpstreamRejected("no", method="GET", path="/", status_code=401)])
+    watcher, service = watcher_of(script)
+    with pytest.raises(UpstreamRejected):
+        await asyncio.wait_for(collect(watcher.watch(service, UUID)), 5)
+
+
+async def test_subscribers_share_a_poller_and_a_late_one_starts_from_the_current_state() -> None:
+    script = Script([session("in-progress")])
+    watcher = SessionWatcher(interval=0.05, max_interval=0.05)
+    service = cast(SessionService, script)
+    first = watcher.watch(service, UUID)
+    assert (await anext(first)) is not None
+    late = watcher.watch(service, UUID.upper())
+    current = await asyncio.wait_for(anext(late), 1)
+    assert current is not None
+    assert current.status.value == "in-progress"
+    assert watcher.pollers == 1
+    await first.aclose()
+    assert watcher.pollers == 1
+    await late.aclose()
+    assert watcher.pollers == 0
+
+
+async def test_a_wake_reads_at_once() -> None:
+    script = Script([session("in-progress"), session("verified")])
+    watcher = SessionWatcher(interval=30.0, max_interval=30.0)
+    watch = watcher.watch(cast(SessionService, script), UUID)
+    assert (await anext(watch)) is not None
+    pending = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0.05)
+    assert not pending.done()  # a 30 s interval: nothing without a wake
+    watcher.wake(UUID)
+    verified = await asyncio.wait_for(pending, 1)
+    assert verified is not None
+    assert verified.status.value == "verified"
+
+
+@dataclass
+class Channel(SessionCache):
+    """A cache whose channel delivers the given messages, and records what is published."""
+
+    incoming: list[str] = field(default_factory=list)
+    published: list[tuple[str, str]] = field(default_factory=list)
+
+    async def publish(self, channel: str, message: str) -> None:
+        self.published.append((channel, message))
+
+    async def messages(self, channel: str) -> AsyncIterator[str]:
+        for message in self.incoming:
+            yield message
+
+
+async def test_changes_apply_here_tell_the_fleet_and_hear_the_others() -> None:
+    applied: list[str] = []
+
+    async def apply(uuid: str) -> None:
+        if uuid.startswith("00000000"):
+            raise RuntimeError("a broken apply is logged, not fatal")
+        applied.append(uuid)
+
+    cache = Channel()
+    changes = Changes(cache, "pvg:changes", apply)
+    await changes.changed(UUID.upper())
+    assert applied == [UUID]
+    assert cache.published[0][0] == "pvg:changes"
+    other = "8e712097-8090-4644-81e7-8f4265d8354e"
+    cache.incoming = [
+        cache.published[0][1],  # our own: already applied
+        "not json",
+        '{"origin": "elsewhere", "uuid": "not-a-uuid"}',
+        '{"origin": "elsewhere", "uuid": "00000000-0000-4000-8000-000000000000"}',
+        f'{{"origin": "elsewhere", "uuid": "{other}"}}',
+    ]
+    await changes.listen()
+    assert applied == [UUID, other]
