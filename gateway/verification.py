@@ -36,6 +36,7 @@ from gateway.sessions import SessionService
 audit = logging.getLogger("gateway.audit")
 logger = logging.getLogger(__name__)
 RECIPIENT = re.compile(r"^\+?[0-9]{6,16}$")
+LIST_RATE = (20, 60.0)  # Plivo's limit on list requests, per account
 
 
 class FlowClient(Protocol):
@@ -120,6 +121,10 @@ class VerificationService:
     async def _fetch_page(
         self, key: str, where: ListFilter, first: int, offset: int
     ) -> SessionPage:
+        lists = f"{self._policy.key_prefix}:lists:{self._sessions.account}"
+        wait = await self._throttle.take(lists, LIST_RATE)
+        if wait is not None:  # Plivo's own limit: better refused here than spent there
+            raise Throttled("Plivo allows 20 list requests a minute", retry_after=round(wait, 3))
         page = await self._client.list_sessions(where, limit=first, offset=offset)
         for session in page.sessions:
             await self._sessions.store(session)

@@ -347,7 +347,8 @@ async def test_starts_ask_plivo_for_callbacks_at_the_public_url(
     await asyncio.sleep(0.2)
     # The simulator was given https://gateway.example/plivo/callbacks and refused to leave the
     # machine: the URL came from GATEWAY_PUBLIC_URL, not from the caller.
-    assert any("non-loopback" in r.getMessage() for r in caplog.records)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert f"callback to {PUBLIC}/plivo/callbacks not sent: not a loopback address" in warnings
 
 
 async def test_a_change_on_one_instance_reaches_the_other_through_redis(
@@ -398,3 +399,15 @@ async def test_a_blank_code_is_refused_and_a_failed_validation_is_audited(
     assert failed["errors"][0]["extensions"]["code"] == "UPSTREAM_ERROR"
     outcomes = [vars(r)["audit"]["outcome"] for r in caplog.records if r.name == "gateway.audit"]
     assert outcomes == ["started", "UpstreamFailed"]
+
+
+async def test_the_gateway_keeps_to_plivos_twenty_list_requests_a_minute(
+    gw: httpx.AsyncClient, flow_sim: Simulator
+) -> None:
+    answers = [await call(gw, LIST, {"first": n}, key=READER) for n in range(1, 21)]
+    assert all("errors" not in a for a in answers)  # 20 distinct pages: 20 list requests
+    refused = await call(gw, LIST, {"first": 1, "filter": {"recipient": "1234567"}}, key=READER)
+    error = refused["errors"][0]
+    assert error["extensions"]["code"] == "RATE_LIMITED"
+    assert 0 < error["extensions"]["retryAfter"] <= 60
+    assert flow_sim.stats()["lists"] == 20  # the 21st never reached Plivo

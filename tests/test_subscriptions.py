@@ -25,17 +25,23 @@ START = "mutation S($r: String!) { startVerification(input: {recipient: $r}) { s
 VALIDATE = "mutation V($u: ID!, $o: String!) { validateSession(uuid: $u, otp: $o) { result } }"
 
 
+def slow_watch_settings(sim_url: str, **extra: object) -> Any:
+    """Pollers that read every 60 s: only a change the gateway hears of makes them read sooner."""
+    return make_settings(
+        sim_url,
+        GATEWAY_AUTH="keys",
+        GATEWAY_API_KEYS=KEYS,
+        GATEWAY_WATCH_INTERVAL="60",
+        GATEWAY_WATCH_MAX_INTERVAL="60",
+        **extra,
+    )
+
+
 @pytest.fixture
 def stack() -> Iterator[tuple[str, Simulator]]:
     sim_app = create_simulator(SimulatorSettings(AUTH_ID, AUTH_TOKEN, expose_codes=True))
     with serve_in_thread(sim_app) as sim_url:
-        settings = make_settings(
-            sim_url,
-            GATEWAY_AUTH="keys",
-            GATEWAY_API_KEYS=KEYS,
-            GATEWAY_WATCH_INTERVAL="30",  # only a change the gateway hears of makes it read again
-            GATEWAY_WATCH_MAX_INTERVAL="30",
-        )
+        settings = slow_watch_settings(sim_url)
         with serve_in_thread(create_app(settings), lifespan=True) as url:
             yield url, Simulator(sim_url)
 
@@ -154,3 +160,44 @@ async def test_a_bad_uuid_is_an_error_of_the_subscription(stack: tuple[str, Simu
     payload = errors[0]["payload"]
     first = payload[0] if isinstance(payload, list) else payload["errors"][0]
     assert first["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_a_callback_on_one_instance_reaches_a_subscriber_on_another() -> None:
+    from tests.redis_server import require_shared_redis, unique_prefix
+    from tests.test_flow import PUBLIC, signed_callback
+
+    sim_app = create_simulator(SimulatorSettings(AUTH_ID, AUTH_TOKEN, expose_codes=True))
+    with serve_in_thread(sim_app) as sim_url:
+        settings = slow_watch_settings(
+            sim_url,
+            GATEWAY_PUBLIC_URL=PUBLIC,  # not loopback: the simulator sends nothing itself
+            GATEWAY_CACHE_URL=require_shared_redis(),
+            GATEWAY_CACHE_PREFIX=unique_prefix(),
+        )
+        with (
+            serve_in_thread(create_app(settings), lifespan=True) as one,
+            serve_in_thread(create_app(settings), lifespan=True) as two,
+        ):
+            uuid = mutate(one, START, {"r": "919999001001"})["startVerification"]["sessionUuid"]
+            async with socket(two, {"Authorization": f"Bearer {READER}"}) as ws:
+                await messages(ws, "connection_ack")
+                await ws.send_json(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {"query": WATCH, "variables": {"uuid": uuid}},
+                    }
+                )
+                first = (await messages(ws, "next"))[-1]
+                assert first["payload"]["data"]["sessionUpdated"]["status"] == "IN_PROGRESS"
+                async with httpx.AsyncClient(base_url=sim_url, auth=(AUTH_ID, AUTH_TOKEN)) as sim:
+                    code = (await sim.get(f"/__simulator/codes/{uuid}")).json()["code"]
+                    path = f"/v1/Account/{AUTH_ID}/Verify/Session/{uuid}/"
+                    assert (await sim.post(path, json={"otp": code})).status_code == 200
+                form, headers = signed_callback(uuid, "verified")
+                async with httpx.AsyncClient(base_url=one) as gateway_one:
+                    answer = await gateway_one.post("/plivo/callbacks", data=form, headers=headers)
+                assert answer.status_code == 200
+                rest = await messages(ws)
+    assert [m["type"] for m in rest] == ["next", "complete"]
+    assert rest[0]["payload"]["data"]["sessionUpdated"]["status"] == "VERIFIED"

@@ -154,3 +154,50 @@ async def test_changes_apply_here_tell_the_fleet_and_hear_the_others() -> None:
     ]
     await changes.listen()
     assert applied == [UUID, other]
+
+
+@dataclass
+class Locked(SessionCache):
+    """A shared cache whose idempotency lock is always held by someone else."""
+
+    shared = True
+
+    async def try_lock(self, key: str, token: str, lease: float) -> bool:
+        return False
+
+
+async def test_a_start_whose_key_is_held_elsewhere_too_long_is_a_conflict() -> None:
+    from gateway.errors import IdempotencyConflict
+    from gateway.plivo.flow import StartParams
+    from gateway.verification import FlowPolicy, Throttle, VerificationService
+
+    class NoClient:
+        async def create_session(self, params: StartParams) -> None:
+            raise AssertionError("nothing may be sent while another instance holds the key")
+
+    async def changed(uuid: str) -> None:
+        raise AssertionError("nothing changed")
+
+    cache = Locked()
+    flow = VerificationService(
+        cast(Any, NoClient()),
+        cast(SessionService, Script([None])),
+        cache,
+        FlowPolicy(lease=0.1),
+        changed=changed,
+        throttle=Throttle(cache),
+    )
+    with pytest.raises(IdempotencyConflict):
+        await flow.start("app", StartParams(recipient="1234567"), "key-1")
+
+
+def test_the_flow_errors_have_their_codes() -> None:
+    from gateway.errors import IdempotencyConflict, InvalidInput, Throttled
+    from gateway.schema.errors import gateway_error_extensions
+
+    assert gateway_error_extensions(InvalidInput("x")) == {"code": "BAD_USER_INPUT"}
+    assert gateway_error_extensions(Throttled("x", retry_after=1.5)) == {
+        "code": "RATE_LIMITED",
+        "retryAfter": 1.5,
+    }
+    assert gateway_error_extensions(IdempotencyConflict("x")) == {"code": "CONFLICT"}

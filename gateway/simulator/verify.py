@@ -226,7 +226,7 @@ async def send_callback(flow: Flow, body: dict[str, Any], token: str, session_st
     if flow.url is None:
         return
     if not is_loopback(flow.url):
-        logger.warning("callback to a non-loopback URL not sent (the simulator stays local)")
+        logger.warning("callback to %s not sent: not a loopback address", flow.url)
         return
     attempts = body["attempt_details"]
     last = attempts[-1] if attempts else {}
