@@ -97,9 +97,13 @@ def callback_endpoint(
         if declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
             return JSONResponse({"error": "too large"}, 413)
         if request.method == "POST":  # Plivo posts application/x-www-form-urlencoded
-            body = await request.body()
-            if len(body) > MAX_CALLBACK_BYTES:
-                return JSONResponse({"error": "too large"}, 413)
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_CALLBACK_BYTES:
+                    return JSONResponse({"error": "too large"}, 413)
+                chunks.append(chunk)
+            body = b"".join(chunks)
             items = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
         else:
             items = list(request.query_params.multi_items())

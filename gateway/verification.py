@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -84,6 +85,27 @@ class Throttle:
         return None if used <= limit else max(0.001, (index + 1) * window - now)
 
 
+class Memos:
+    """Idempotent starts' results in this process, kept apart from the session cache so that
+    no burst of reads can push one out before its window ends (bounded, oldest out)."""
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def remember(self, key: str, value: str, ttl: float) -> None:
+        self._items[key] = (value, time.monotonic() + ttl)
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+    def recall(self, key: str) -> str | None:
+        item = self._items.get(key)
+        if item is None or item[1] <= time.monotonic():
+            return None
+        return item[0]
+
+
 class VerificationService:
     """List, start and validate for one credential."""
 
@@ -101,6 +123,7 @@ class VerificationService:
         self._policy, self._changed, self._throttle = policy, changed, throttle
         self._pages: dict[str, asyncio.Task[SessionPage]] = {}
         self._starts: dict[str, asyncio.Task[Started]] = {}
+        self._memos = Memos()
 
     async def list(self, where: ListFilter, *, first: int, offset: int) -> SessionPage:
         """One page, from the short list cache or from Plivo (concurrent reads share one)."""
@@ -147,7 +170,7 @@ class VerificationService:
     async def _start_once(self, caller: str, params: StartParams, key: str) -> StartOutcome:
         digest = hashlib.sha256(f"{caller}\n{key}".encode()).hexdigest()
         memo = f"{self._policy.key_prefix}:idem:{self._sessions.namespace}:{digest}"
-        earlier = _read_started(await self._cache.recall(memo))
+        earlier = _read_started(await self._recall(memo))
         if earlier is not None:
             _audit(caller, "startVerification", earlier.session_uuid, "replayed")
             return StartOutcome(earlier, replayed=True)
@@ -160,9 +183,7 @@ class VerificationService:
         self._starts[memo] = task
         try:
             started = await asyncio.shield(task)
-            await self._cache.remember(
-                memo, _write_started(started), self._policy.idempotency_window
-            )
+            await self._remember(memo, _write_started(started), self._policy.idempotency_window)
             return StartOutcome(started, replayed=False)
         finally:
             self._starts.pop(memo, None)
@@ -172,10 +193,19 @@ class VerificationService:
         deadline = time.monotonic() + self._policy.lease
         while time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            earlier = _read_started(await self._cache.recall(memo))
+            earlier = _read_started(await self._recall(memo))
             if earlier is not None:
                 return earlier
         raise IdempotencyConflict("a start with this Idempotency-Key is still in flight")
+
+    async def _remember(self, key: str, value: str, ttl: float) -> None:
+        if self._cache.shared:
+            await self._cache.remember(key, value, ttl)
+        else:
+            self._memos.remember(key, value, ttl)
+
+    async def _recall(self, key: str) -> str | None:
+        return await self._cache.recall(key) if self._cache.shared else self._memos.recall(key)
 
     async def _start(self, caller: str, params: StartParams) -> Started:
         policy = self._policy

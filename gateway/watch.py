@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncGenerator, Hashable
 from dataclasses import dataclass, field
 
-from gateway.errors import UpstreamRejected
+from gateway.errors import Throttled, UpstreamRejected
 from gateway.plivo.models import Session, canonical_session_uuid
 from gateway.sessions import SessionService
 
@@ -34,8 +34,11 @@ class _Poller:
 class SessionWatcher:
     """Pollers by (credential namespace, uuid), shared by their subscribers."""
 
-    def __init__(self, interval: float = 1.0, max_interval: float = 10.0) -> None:
+    def __init__(
+        self, interval: float = 1.0, max_interval: float = 10.0, max_pollers: int = 1000
+    ) -> None:
         self.interval, self.max_interval = interval, max_interval
+        self.max_pollers = max_pollers  # each polls Plivo: a bound on what watchers can cost
         self._pollers: dict[tuple[str, str], _Poller] = {}
 
     @property
@@ -56,6 +59,10 @@ class SessionWatcher:
         uuid = canonical_session_uuid(session_uuid)
         key = (service.namespace, uuid)
         poller = self._pollers.get(key)
+        if poller is None and len(self._pollers) >= self.max_pollers:
+            raise Throttled(
+                f"this instance already watches {self.max_pollers} sessions", retry_after=10.0
+            )
         if poller is None or (poller.task is not None and poller.task.done()):
             poller = self._pollers[key] = _Poller()
             poller.task = asyncio.create_task(self._poll(key, poller, service, uuid))

@@ -411,3 +411,32 @@ async def test_the_gateway_keeps_to_plivos_twenty_list_requests_a_minute(
     assert error["extensions"]["code"] == "RATE_LIMITED"
     assert 0 < error["extensions"]["retryAfter"] <= 60
     assert flow_sim.stats()["lists"] == 20  # the 21st never reached Plivo
+
+
+@pytest.mark.parametrize(
+    "cache", [{"GATEWAY_CACHE_URL": "none"}, {"GATEWAY_CACHE_MAX_ENTRIES": "1"}]
+)
+async def test_an_idempotency_key_holds_without_a_cache_and_under_eviction(
+    flow_sim: Simulator, cache: dict[str, str]
+) -> None:
+    async with gateway_client(settings_for(flow_sim, **cache)) as gw:
+        same = {"Idempotency-Key": "checkout-9"}
+        first = await call(gw, START, {"input": {"recipient": "919999001101"}}, headers=same)
+        for n in range(3):  # other sessions push everything else out of a one-entry cache
+            await start(gw, f"91999900111{n}")
+        again = await call(gw, START, {"input": {"recipient": "919999001101"}}, headers=same)
+    assert again["data"]["startVerification"]["replayed"] is True
+    uuid = first["data"]["startVerification"]["sessionUuid"]
+    assert again["data"]["startVerification"]["sessionUuid"] == uuid
+    assert flow_sim.stats()["creates"] == 4
+
+
+async def test_an_oversized_callback_is_413(gw: httpx.AsyncClient) -> None:
+    big = b"SessionUUID=" + b"x" * 70_000
+    assert (await gw.post("/plivo/callbacks", content=big)).status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams
+        for _ in range(70):
+            yield b"x" * 1024
+
+    assert (await gw.post("/plivo/callbacks", content=chunks())).status_code == 413

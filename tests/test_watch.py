@@ -201,3 +201,20 @@ def test_the_flow_errors_have_their_codes() -> None:
         "retryAfter": 1.5,
     }
     assert gateway_error_extensions(IdempotencyConflict("x")) == {"code": "CONFLICT"}
+
+
+async def test_an_instance_watches_a_bounded_number_of_sessions() -> None:
+    from gateway.errors import Throttled
+
+    script = Script([session("in-progress")])
+    watcher = SessionWatcher(interval=0.05, max_interval=0.05, max_pollers=1)
+    service = cast(SessionService, script)
+    first = watcher.watch(service, UUID)
+    assert (await anext(first)) is not None
+    same = watcher.watch(service, UUID)
+    assert (await anext(same)) is not None  # another subscriber of a watched session is fine
+    other = watcher.watch(service, "8e712097-8090-4644-81e7-8f4265d8354e")
+    with pytest.raises(Throttled):
+        await anext(other)
+    await first.aclose()
+    await same.aclose()
