@@ -136,6 +136,7 @@ def create_app(
     refresh_limiter = RefreshLimiter(settings.refresh_per_minute)
 
     watcher = SessionWatcher(settings.watch_interval, settings.watch_max_interval)
+    metrics.watching(lambda: watcher.pollers)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -286,6 +287,7 @@ def create_app(
                 settings.public_url,
                 lambda: starlette_app.state.services.tokens(),
                 callback_changed,
+                metrics.callback,
             ),
             methods=["GET", "POST"],
         )

@@ -86,22 +86,28 @@ def callback_endpoint(
     public_url: str | None,
     tokens: Callable[[], Iterable[str]],
     changed: Callable[[str], Awaitable[None]],
+    observe: Callable[[str], None] = lambda outcome: None,
 ) -> Callable[[Request], Awaitable[Response]]:
     """POST (or GET) /plivo/callbacks: a signed status callback from Plivo."""
     signed_url = (public_url or "").rstrip("/") + CALLBACK_PATH
 
     async def callback(request: Request) -> Response:
+        response, outcome = await answer(request)
+        observe(outcome)
+        return response
+
+    async def answer(request: Request) -> tuple[Response, str]:
         if public_url is None:
-            return JSONResponse({"error": "callbacks are off (GATEWAY_PUBLIC_URL)"}, 404)
+            return JSONResponse({"error": "callbacks are off (GATEWAY_PUBLIC_URL)"}, 404), "off"
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
-            return JSONResponse({"error": "too large"}, 413)
+            return JSONResponse({"error": "too large"}, 413), "too_large"
         if request.method == "POST":  # Plivo posts application/x-www-form-urlencoded
             chunks, size = [], 0
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > MAX_CALLBACK_BYTES:
-                    return JSONResponse({"error": "too large"}, 413)
+                    return JSONResponse({"error": "too large"}, 413), "too_large"
                 chunks.append(chunk)
             body = b"".join(chunks)
             items = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
@@ -113,13 +119,15 @@ def callback_endpoint(
         headers = {k.lower(): v for k, v in request.headers.items()}
         if not is_signed(request.method, signed_url, headers, params, tokens()):
             logger.warning("a status callback with a missing or invalid signature was refused")
-            return JSONResponse({"error": "invalid signature"}, 403)
+            return JSONResponse({"error": "invalid signature"}, 403), "invalid_signature"
         try:
             uuid = canonical_session_uuid((params.get("SessionUUID") or [""])[0])
         except InvalidInput:
-            return JSONResponse({"error": "SessionUUID is missing or not a uuid"}, 400)
+            return JSONResponse(
+                {"error": "SessionUUID is missing or not a uuid"}, 400
+            ), "bad_request"
         await changed(uuid)
         logger.info("status callback for session %s", uuid)
-        return JSONResponse({"ok": True})
+        return JSONResponse({"ok": True}), "accepted"
 
     return callback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -87,6 +88,23 @@ class Metrics:
         self.response_cache_hits = Counter(
             "gateway_response_cache_hits", "Requests answered from the response cache", registry=r
         )
+        self.flow_operations = Counter(
+            "gateway_flow_operations",
+            "Starts and validations by outcome (started, replayed, a validation result, an error)",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.status_callbacks = Counter(
+            "gateway_status_callbacks",
+            "Plivo status callbacks by outcome (accepted, invalid_signature, ...)",
+            ["outcome"],
+            registry=r,
+        )
+        self.watched_sessions = Gauge(
+            "gateway_watched_sessions",
+            "Sessions watched for subscribers in this process (one poller each)",
+            registry=r,
+        )
         self._operations = BoundedLabels()
         self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._upstream_children: dict[str, tuple[Any, Any]] = {}
@@ -120,6 +138,16 @@ class Metrics:
         if child is None:
             child = self._cache_children[result] = self.cache_lookups.labels(result)
         child.inc()
+
+    def flow(self, operation: str, outcome: str) -> None:
+        self.flow_operations.labels(operation, outcome).inc()
+
+    def callback(self, outcome: str) -> None:
+        self.status_callbacks.labels(outcome).inc()
+
+    def watching(self, count: Callable[[], int]) -> None:
+        """Report the number of watched sessions from `count` at each scrape."""
+        self.watched_sessions.set_function(count)
 
     def coalesced(self) -> None:
         self.coalesced_waiters.inc()

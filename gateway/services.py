@@ -121,5 +121,6 @@ class SessionServices:
             self._flow_policy,
             changed=self._changed,
             throttle=self._throttle,
+            observer=self._metrics,
         )
         return sessions, flow

@@ -50,6 +50,17 @@ class FlowClient(Protocol):
     async def validate_session(self, session_uuid: str, otp: str) -> Validation: ...
 
 
+class FlowObserver(Protocol):
+    """Hears each start's and validation's outcome (metrics implement it)."""
+
+    def flow(self, operation: str, outcome: str) -> None: ...
+
+
+class _Unobserved:
+    def flow(self, operation: str, outcome: str) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class FlowPolicy:
     """Cache, idempotency and throttle settings, and where Plivo sends status callbacks."""
@@ -118,12 +129,14 @@ class VerificationService:
         *,
         changed: Callable[[str], Awaitable[None]],
         throttle: Throttle,
+        observer: FlowObserver | None = None,
     ) -> None:
         self._client, self._sessions, self._cache = client, sessions, cache
         self._policy, self._changed, self._throttle = policy, changed, throttle
         self._pages: dict[str, asyncio.Task[SessionPage]] = {}
         self._starts: dict[str, asyncio.Task[Started]] = {}
         self._memos = Memos()
+        self._observer: FlowObserver = observer or _Unobserved()
 
     async def list(self, where: ListFilter, *, first: int, offset: int) -> SessionPage:
         """One page, from the short list cache or from Plivo (concurrent reads share one)."""
@@ -164,7 +177,7 @@ class VerificationService:
                 return StartOutcome(await self._start(caller, params), replayed=False)
             return await self._start_once(caller, params, idempotency_key)
         except GatewayError as exc:
-            _audit(caller, "startVerification", None, type(exc).__name__)
+            self._audit(caller, "startVerification", None, type(exc).__name__)
             raise
 
     async def _start_once(self, caller: str, params: StartParams, key: str) -> StartOutcome:
@@ -172,7 +185,7 @@ class VerificationService:
         memo = f"{self._policy.key_prefix}:idem:{self._sessions.namespace}:{digest}"
         earlier = _read_started(await self._recall(memo))
         if earlier is not None:
-            _audit(caller, "startVerification", earlier.session_uuid, "replayed")
+            self._audit(caller, "startVerification", earlier.session_uuid, "replayed")
             return StartOutcome(earlier, replayed=True)
         task = self._starts.get(memo)
         if task is not None:  # the same key, in flight in this process
@@ -197,6 +210,10 @@ class VerificationService:
             if earlier is not None:
                 return earlier
         raise IdempotencyConflict("a start with this Idempotency-Key is still in flight")
+
+    def _audit(self, caller: str, operation: str, session_uuid: str | None, outcome: str) -> None:
+        _audit_log(caller, operation, session_uuid, outcome)
+        self._observer.flow(operation, outcome)
 
     async def _remember(self, key: str, value: str, ttl: float) -> None:
         if self._cache.shared:
@@ -227,7 +244,7 @@ class VerificationService:
             await self._changed(started.session_uuid)
         except InvalidInput:  # Plivo's uuid is not canonical: nothing of ours is keyed by it
             logger.warning("Plivo answered a start with a session uuid that is not canonical")
-        _audit(caller, "startVerification", started.session_uuid, "started")
+        self._audit(caller, "startVerification", started.session_uuid, "started")
         return started
 
     async def validate(self, caller: str, session_uuid: str, otp: str) -> Validation:
@@ -237,10 +254,10 @@ class VerificationService:
         try:
             validation = await self._client.validate_session(session_uuid, otp)
         except GatewayError as exc:
-            _audit(caller, "validateSession", session_uuid, type(exc).__name__)
+            self._audit(caller, "validateSession", session_uuid, type(exc).__name__)
             raise
         await self._changed(validation.session_uuid)
-        _audit(caller, "validateSession", validation.session_uuid, validation.result.value)
+        self._audit(caller, "validateSession", validation.session_uuid, validation.result.value)
         return validation
 
 
@@ -256,7 +273,7 @@ def check_start(params: StartParams) -> None:
         raise InvalidInput("otp must be 4 to 8 digits")
 
 
-def _audit(caller: str, operation: str, session_uuid: str | None, outcome: str) -> None:
+def _audit_log(caller: str, operation: str, session_uuid: str | None, outcome: str) -> None:
     audit.info(
         "audit %s by %s on %s: %s",
         operation,

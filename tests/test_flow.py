@@ -440,3 +440,22 @@ async def test_an_oversized_callback_is_413(gw: httpx.AsyncClient) -> None:
             yield b"x" * 1024
 
     assert (await gw.post("/plivo/callbacks", content=chunks())).status_code == 413
+
+
+async def test_flow_callbacks_and_watches_are_in_the_metrics(
+    gw: httpx.AsyncClient, flow_sim: Simulator
+) -> None:
+    uuid = (await start(gw, "919999001201"))["sessionUuid"]
+    await call(gw, VALIDATE, {"uuid": uuid, "otp": code_of(flow_sim, uuid)})
+    form, headers = signed_callback(uuid, "verified")
+    await gw.post("/plivo/callbacks", data=form, headers=headers)
+    await gw.post("/plivo/callbacks", data=form)
+    text = (await gw.get("/metrics")).text
+    for line in (
+        'gateway_flow_operations_total{operation="startVerification",outcome="started"} 1.0',
+        'gateway_flow_operations_total{operation="validateSession",outcome="verified"} 1.0',
+        'gateway_status_callbacks_total{outcome="accepted"} 1.0',
+        'gateway_status_callbacks_total{outcome="invalid_signature"} 1.0',
+        "gateway_watched_sessions 0.0",
+    ):
+        assert line in text, line

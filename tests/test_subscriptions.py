@@ -107,6 +107,9 @@ async def test_two_subscribers_share_one_poller_and_see_the_terminal_status(
         assert [f["payload"]["data"]["sessionUpdated"]["status"] for f in firsts] == [
             "IN_PROGRESS"
         ] * 2
+        async with httpx.AsyncClient(base_url=url) as gateway:
+            scraped = (await gateway.get("/metrics")).text
+        assert "gateway_watched_sessions 1.0" in scraped  # two subscribers, one poller
         sim.reset()
         with sim.admin() as admin:
             code = admin.get(f"/__simulator/codes/{uuid}").json()["code"]
