@@ -59,6 +59,12 @@ ASSETS = (
         "sha384-HbRVEFG0JGJZeAHCJ9Xm2+tpknBQ7QZmNlO/DgZtkZ0aJSypT96YYGRNod99l9Ie",
     ),
     Asset(
+        "graphql-ws.min.js",
+        "graphql-ws/umd/graphql-ws.min.js",
+        "https://unpkg.com/graphql-ws@5.16.2/umd/graphql-ws.min.js",
+        "sha384-+EVxFEOpy8LWPRQcpntm0FKN2O+BzrMNSL0G3HIgVWFmeb6xqZqjuLivrQUTXZKi",
+    ),
+    Asset(
         "graphiql.min.css",
         "graphiql/graphiql.min.css",
         "https://unpkg.com/graphiql@3.8.3/graphiql.min.css",
