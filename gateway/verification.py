@@ -134,7 +134,7 @@ class VerificationService:
         self._client, self._sessions, self._cache = client, sessions, cache
         self._policy, self._changed, self._throttle = policy, changed, throttle
         self._pages: dict[str, asyncio.Task[SessionPage]] = {}
-        self._starts: dict[str, asyncio.Task[Started]] = {}
+        self._starts: dict[str, tuple[asyncio.Task[Started], str]] = {}
         self._memos = Memos()
         self._observer: FlowObserver = observer or _Unobserved()
 
@@ -183,30 +183,37 @@ class VerificationService:
     async def _start_once(self, caller: str, params: StartParams, key: str) -> StartOutcome:
         digest = hashlib.sha256(f"{caller}\n{key}".encode()).hexdigest()
         memo = f"{self._policy.key_prefix}:idem:{self._sessions.namespace}:{digest}"
-        earlier = _read_started(await self._recall(memo))
+        asked = params_digest(params)
+        earlier = _read_started(await self._recall(memo), asked)
+        if earlier is None:
+            flying = self._starts.get(memo)
+            if flying is not None:  # the same key, in flight in this process
+                if flying[1] != asked:
+                    raise InvalidInput(
+                        "this Idempotency-Key was used for a start with other parameters"
+                    )
+                earlier = await asyncio.shield(flying[0])
+            elif not await self._cache.try_lock(f"{memo}:lock", digest, self._policy.lease):
+                earlier = await self._await_elsewhere(memo, asked)
         if earlier is not None:
             self._audit(caller, "startVerification", earlier.session_uuid, "replayed")
             return StartOutcome(earlier, replayed=True)
-        task = self._starts.get(memo)
-        if task is not None:  # the same key, in flight in this process
-            return StartOutcome(await asyncio.shield(task), replayed=True)
-        if not await self._cache.try_lock(f"{memo}:lock", digest, self._policy.lease):
-            return StartOutcome(await self._await_elsewhere(memo), replayed=True)
         task = asyncio.create_task(self._start(caller, params))
-        self._starts[memo] = task
+        self._starts[memo] = (task, asked)
         try:
             started = await asyncio.shield(task)
-            await self._remember(memo, _write_started(started), self._policy.idempotency_window)
+            record = _write_started(started, asked)
+            await self._remember(memo, record, self._policy.idempotency_window)
             return StartOutcome(started, replayed=False)
         finally:
             self._starts.pop(memo, None)
             await self._cache.unlock(f"{memo}:lock", digest)
 
-    async def _await_elsewhere(self, memo: str) -> Started:
+    async def _await_elsewhere(self, memo: str, asked: str) -> Started:
         deadline = time.monotonic() + self._policy.lease
         while time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            earlier = _read_started(await self._recall(memo))
+            earlier = _read_started(await self._recall(memo), asked)
             if earlier is not None:
                 return earlier
         raise IdempotencyConflict("a start with this Idempotency-Key is still in flight")
@@ -308,16 +315,25 @@ def _read_page(raw: str | None, offset: int) -> SessionPage | None:
         return None
 
 
-def _write_started(started: Started) -> str:
-    record = {"u": started.session_uuid, "m": started.message, "a": started.api_id}
+def params_digest(params: StartParams) -> str:
+    """Names a start's parameters, so a key reused for another start is caught."""
+    return hashlib.sha256(json.dumps(params.body(), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _write_started(started: Started, asked: str) -> str:
+    record = {"u": started.session_uuid, "m": started.message, "a": started.api_id, "p": asked}
     return json.dumps(record, separators=(",", ":"))
 
 
-def _read_started(raw: str | None) -> Started | None:
+def _read_started(raw: str | None, asked: str) -> Started | None:
+    """The start a memo kept; InvalidInput when it was made with other parameters."""
     if raw is None:
         return None
     try:
         record = json.loads(raw)
-        return Started(str(record["u"]), record.get("m"), record.get("a"))
+        started = Started(str(record["u"]), record.get("m"), record.get("a"))
     except (ValueError, KeyError, TypeError):
         return None
+    if record.get("p") != asked:
+        raise InvalidInput("this Idempotency-Key was used for a start with other parameters")
+    return started

@@ -459,3 +459,15 @@ async def test_flow_callbacks_and_watches_are_in_the_metrics(
         "gateway_watched_sessions 0.0",
     ):
         assert line in text, line
+
+
+async def test_an_idempotency_key_reused_for_another_start_is_refused(
+    gw: httpx.AsyncClient, flow_sim: Simulator
+) -> None:
+    same = {"Idempotency-Key": "reused"}
+    first = await call(gw, START, {"input": {"recipient": "919999001301"}}, headers=same)
+    assert "errors" not in first
+    other = await call(gw, START, {"input": {"recipient": "919999001302"}}, headers=same)
+    assert other["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "Idempotency-Key" in other["errors"][0]["message"]
+    assert flow_sim.stats()["creates"] == 1
