@@ -146,7 +146,7 @@ class GraphQLEndpoint:
                 return json_response([body for body, _ in bodies], 200, media_type)
             body, request_failed = bodies[0]
             if key is not None and _is_cacheable(body, context):
-                self.responses.put(key, body["data"], context.freshness, operation)
+                return self._kept(key, body, context, operation, media_type)
             status = 400 if request_failed and media_type == GRAPHQL_RESPONSE else 200
             return json_response(body, status, media_type)
         except RequestError as exc:
@@ -154,6 +154,19 @@ class GraphQLEndpoint:
             return error_response(exc)
         finally:
             self.observer.request(operation, outcome, time.perf_counter() - started)
+
+    def _kept(
+        self, key: bytes, body: dict[str, Any], context: Context, label: str, media_type: str
+    ) -> Response:
+        """The response, its `data` serialised once for the client and the response cache."""
+        try:
+            data = orjson.dumps(body["data"])
+        except TypeError:  # what orjson cannot encode is not kept; json_response escapes it
+            return json_response(body, 200, media_type)
+        self.responses.put(key, body["data"], context.freshness, label, encoded=data)
+        rest = {k: v for k, v in body.items() if k != "data"}
+        content = b'{"data":' + data + (b"," + orjson.dumps(rest)[1:] if rest else b"}")
+        return Response(content, status_code=200, media_type=media_type)
 
     def _wants_graphiql(self, request: Request) -> bool:
         return (

@@ -54,12 +54,19 @@ class ResponseCache:
         return entry
 
     def put(
-        self, key: bytes, data: object, freshness: dict[str, tuple[float, float]], label: str
+        self,
+        key: bytes,
+        data: object,
+        freshness: dict[str, tuple[float, float]],
+        label: str,
+        *,
+        encoded: bytes | None = None,
     ) -> None:
-        """Keep `data` for as long as every session in it stays fresh."""
+        """Keep `data` while its sessions stay fresh; `encoded` is its JSON when already made."""
         if self.max_entries <= 0 or not freshness:
             return
-        encoded = orjson.dumps(data)
+        if encoded is None:
+            encoded = orjson.dumps(data)
         if len(encoded) > MAX_ENTRY_BYTES:
             return
         fresh_until = min(until for _, until in freshness.values())

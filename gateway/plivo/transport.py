@@ -106,6 +106,9 @@ class AiohttpUpstream:
             ),
             auto_decompress=True,
             trust_env=False,
+            # No cookies: Plivo's API needs none, and a jar shared by every credential's
+            # requests could carry one caller's cookie to another's (it is also cheaper).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse:

@@ -79,3 +79,29 @@ async def test_queries_and_json_bodies_are_sent() -> None:
         await runner.cleanup()
     assert (listed.status, posted.status) == (202, 202)
     assert seen == [("GET", "/list/?limit=5", b""), ("POST", "/list/", b'{"recipient": "1"}')]
+
+
+async def test_no_cookie_is_kept_between_requests() -> None:
+    # One pool serves every credential: a cookie one answer sets must never ride on the next.
+    seen: list[str | None] = []
+
+    async def cookies(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({"ok": True})
+        response.set_cookie("plivo_session", "for-one-caller")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", cookies)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    # A host name, not an address: a cookie jar keeps no cookies for bare IP addresses.
+    upstream = _upstream(f"http://localhost:{runner.addresses[0][1]}")
+    try:
+        for _ in range(2):
+            await upstream.get("/v1/", {}, "a page")
+    finally:
+        await upstream.close()
+        await runner.cleanup()
+    assert seen == [None, None]
