@@ -17,8 +17,9 @@ from gateway.metrics import Metrics
 from gateway.plivo.client import Credential, PlivoClient
 from gateway.plivo.resilience import CircuitBreaker, ResilientClient, RetryPolicy
 from gateway.plivo.transport import UpstreamHTTP
+from gateway.ratelimit import Throttle
 from gateway.sessions import CachePolicy, SessionService
-from gateway.verification import FlowPolicy, Throttle, VerificationService
+from gateway.verification import FlowPolicy, VerificationService
 
 MAX_PASS_THROUGH = 1000
 

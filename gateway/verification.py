@@ -32,6 +32,7 @@ from gateway.plivo.flow import (
     Validation,
 )
 from gateway.plivo.models import MalformedSession, dump_session, parse_session
+from gateway.ratelimit import Throttle
 from gateway.sessions import SessionService
 
 audit = logging.getLogger("gateway.audit")
@@ -72,28 +73,6 @@ class FlowPolicy:
     callback_url: str | None = None
     key_prefix: str = "pvg"
     lease: float = 6.0
-
-
-class Throttle:
-    """Fixed-window counters: in the shared cache for a fleet, else in this process."""
-
-    def __init__(self, cache: SessionCache) -> None:
-        self._cache = cache
-        self._local: dict[str, int] = {}
-
-    async def take(self, key: str, rate: tuple[int, float]) -> float | None:
-        """None when one more fits in the window; else the seconds until the window ends."""
-        limit, window = rate
-        if self._cache.shared:
-            return await self._cache.spend(key, limit, window)
-        now = time.time()
-        index = int(now // window)
-        slot = f"{key}:{index}"
-        if len(self._local) > 10_000:
-            self._local.clear()  # windows end; a full reset only forgets old counts
-        used = self._local.get(slot, 0) + 1
-        self._local[slot] = used
-        return None if used <= limit else max(0.001, (index + 1) * window - now)
 
 
 class Memos:

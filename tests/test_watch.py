@@ -169,7 +169,8 @@ class Locked(SessionCache):
 async def test_a_start_whose_key_is_held_elsewhere_too_long_is_a_conflict() -> None:
     from gateway.errors import IdempotencyConflict
     from gateway.plivo.flow import StartParams
-    from gateway.verification import FlowPolicy, Throttle, VerificationService
+    from gateway.ratelimit import Throttle
+    from gateway.verification import FlowPolicy, VerificationService
 
     class NoClient:
         async def create_session(self, params: StartParams) -> None:
