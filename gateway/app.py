@@ -277,7 +277,12 @@ def create_app(
     routes.append(
         WebSocketRoute(
             "/graphql",
-            Subscriptions(schema, authenticator=authenticator, context=socket_context),
+            Subscriptions(
+                schema,
+                authenticator=authenticator,
+                context=socket_context,
+                origins=settings.cors_origins,
+            ),
         )
     )
     routes.append(

@@ -13,7 +13,7 @@ sends requests with. Invalid or missing: 403. Valid: the session changed, everyw
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -46,6 +46,7 @@ class Subscriptions(GraphQL[Context, None]):
         *,
         authenticator: Authenticator,
         context: Callable[[], Context],
+        origins: Sequence[str] = (),
     ) -> None:
         super().__init__(
             schema,
@@ -53,6 +54,8 @@ class Subscriptions(GraphQL[Context, None]):
             subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
             connection_init_wait_timeout=timedelta(seconds=10),
             max_subscriptions_per_connection=20,
+            # Pages on other origins may open a websocket only when CORS allows them too.
+            allowed_origins=origins,
         )
         self._authenticator, self._context = authenticator, context
 

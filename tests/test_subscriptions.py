@@ -204,3 +204,29 @@ async def test_a_callback_on_one_instance_reaches_a_subscriber_on_another() -> N
                 rest = await messages(ws)
     assert [m["type"] for m in rest] == ["next", "complete"]
     assert rest[0]["payload"]["data"]["sessionUpdated"]["status"] == "VERIFIED"
+
+
+async def test_pages_on_other_origins_open_sockets_only_when_cors_allows_them() -> None:
+    sim_app = create_simulator(SimulatorSettings(AUTH_ID, AUTH_TOKEN))
+    with serve_in_thread(sim_app) as sim_url:
+        settings = slow_watch_settings(sim_url, GATEWAY_CORS_ORIGINS="https://app.example.com")
+        with serve_in_thread(create_app(settings), lifespan=True) as url:
+            ws_url = url.replace("http", "ws") + "/graphql"
+            async with aiohttp.ClientSession() as http:
+                async with http.ws_connect(
+                    ws_url,
+                    protocols=["graphql-transport-ws"],
+                    origin="https://app.example.com",
+                ) as ws:
+                    await ws.send_json(
+                        {
+                            "type": "connection_init",
+                            "payload": {"Authorization": f"Bearer {READER}"},
+                        }
+                    )
+                    assert (await messages(ws, "connection_ack"))[-1]["type"] == "connection_ack"
+                with pytest.raises(aiohttp.WSServerHandshakeError):
+                    async with http.ws_connect(
+                        ws_url, protocols=["graphql-transport-ws"], origin="https://evil.example"
+                    ):
+                        pass
