@@ -117,6 +117,13 @@ def test_json_log_lines_carry_the_request_id() -> None:
     assert line["level"] == "WARNING"
 
 
+def test_json_audit_lines_carry_the_audit_object() -> None:
+    record = logging.LogRecord("gateway.audit", logging.INFO, __file__, 1, "audit", (), None)
+    audit = {"key": "app", "operation": "validateSession", "session_uuid": "u", "outcome": "ok"}
+    record.audit = audit
+    assert json.loads(JsonFormatter().format(record))["audit"] == audit
+
+
 async def test_each_request_is_a_span_when_an_sdk_is_configured(simulator: Simulator) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
