@@ -195,12 +195,9 @@ class PlivoClient:
             headers["X-Request-ID"] = rid
         started = time.perf_counter()
         try:
-            if method == "GET" and params is None:
-                response = await self._http.get(path, headers, subject)
-            else:
-                response = await self._http.send(
-                    method, path, headers, subject, params=params, json=json
-                )
+            response = await self._http.send(
+                method, path, headers, subject, params=params, json=json
+            )
         except UpstreamTimeout:
             self._observe("timeout", started)
             raise

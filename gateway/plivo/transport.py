@@ -28,9 +28,7 @@ class UpstreamResponse:
 
 
 class UpstreamHTTP(Protocol):
-    """GET a path relative to Plivo's base URL; `send` for queries and JSON bodies."""
-
-    async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse: ...
+    """Send a request to a path relative to Plivo's base URL, with a query or a JSON body."""
 
     async def send(
         self,
@@ -51,9 +49,6 @@ class HttpxUpstream:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
-
-    async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse:
-        return await self.send("GET", path, headers, subject)
 
     async def send(
         self,
@@ -110,9 +105,6 @@ class AiohttpUpstream:
             # requests could carry one caller's cookie to another's (it is also cheaper).
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-
-    async def get(self, path: str, headers: dict[str, str], subject: str) -> UpstreamResponse:
-        return await self.send("GET", path, headers, subject)
 
     async def send(
         self,

@@ -37,7 +37,7 @@ async def test_the_path_is_sent_as_encoded_after_the_base(prefix: str) -> None:
     port = runner.addresses[0][1]
     upstream = _upstream(f"http://127.0.0.1:{port}{prefix}")
     try:
-        response = await upstream.get(PATH, {"Authorization": "Basic x"}, "session a/b")
+        response = await upstream.send("GET", PATH, {"Authorization": "Basic x"}, "session a/b")
     finally:
         await upstream.close()
         await runner.cleanup()
@@ -53,7 +53,7 @@ async def test_a_refused_connection_is_unavailable() -> None:
     upstream = _upstream(f"http://127.0.0.1:{port}")
     try:
         with pytest.raises(UpstreamUnavailable):
-            await upstream.get(PATH, {}, "session a/b")
+            await upstream.send("GET", PATH, {}, "session a/b")
     finally:
         await upstream.close()
 
@@ -100,7 +100,7 @@ async def test_no_cookie_is_kept_between_requests() -> None:
     upstream = _upstream(f"http://localhost:{runner.addresses[0][1]}")
     try:
         for _ in range(2):
-            await upstream.get("/v1/", {}, "a page")
+            await upstream.send("GET", "/v1/", {}, "a page")
     finally:
         await upstream.close()
         await runner.cleanup()
