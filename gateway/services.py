@@ -57,7 +57,6 @@ class SessionServices:
         self._flow_policy = flow_policy or FlowPolicy()
         self._changed = changed or self.forget
         self._throttle = Throttle(cache)
-        self._credentials: dict[str, Credential] = {default.digest: default}
         self.default, self._default_flow = self._build(default, name="default")
         self._pass_through: OrderedDict[str, tuple[SessionService, VerificationService]] = (
             OrderedDict()
@@ -77,7 +76,7 @@ class SessionServices:
 
     def tokens(self) -> list[str]:
         """The auth tokens a status callback may be signed with (the ones we sent requests with)."""
-        return [credential.auth_token for credential in self._credentials.values()]
+        return [service.credential.auth_token for service in self.all()]
 
     async def forget(self, session_uuid: str) -> None:
         """Every credential's cached copy of a session goes (a callback or mutation changed it)."""
@@ -92,10 +91,8 @@ class SessionServices:
         if pair is None:
             pair = self._build(credential, name=f"passthrough:{credential.auth_id}")
             self._pass_through[digest] = pair
-            self._credentials[digest] = credential
             while len(self._pass_through) > MAX_PASS_THROUGH:
-                gone, _ = self._pass_through.popitem(last=False)
-                self._credentials.pop(gone, None)
+                self._pass_through.popitem(last=False)
         self._pass_through.move_to_end(digest)
         return pair
 

@@ -116,7 +116,7 @@ class SessionService:
         self._policy = policy
         self._observer = observer or _Unobserved()
         credential = client.credential
-        self.account = credential.auth_id
+        self.credential = credential
         self.namespace = f"{base_url}:{credential.auth_id}:{credential.digest[:32]}"
         self._budget_key = f"{policy.key_prefix}:budget:{base_url}:{credential.auth_id}"
         self._flights: dict[str, asyncio.Task[Lookup]] = {}

@@ -136,7 +136,7 @@ class VerificationService:
     async def _fetch_page(
         self, key: str, where: ListFilter, first: int, offset: int
     ) -> SessionPage:
-        lists = f"{self._policy.key_prefix}:lists:{self._sessions.account}"
+        lists = f"{self._policy.key_prefix}:lists:{self._sessions.credential.auth_id}"
         wait = await self._throttle.take(lists, LIST_RATE)
         if wait is not None:  # Plivo's own limit: better refused here than spent there
             raise Throttled("Plivo allows 20 list requests a minute", retry_after=round(wait, 3))
