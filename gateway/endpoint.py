@@ -218,17 +218,10 @@ class GraphQLEndpoint:
         return payload
 
     async def _body(self, request: Request) -> bytes:
-        limit = self.limits.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = await read_body(request, self.limits.max_body_bytes)
+        if body is None:
+            raise _too_large(self.limits.max_body_bytes)
+        return body
 
     def _checked(self, item: object, method: str) -> GraphQLParams:
         if not isinstance(item, dict):
@@ -275,6 +268,20 @@ class GraphQLEndpoint:
                 ) from exc
             raise RequestError(400, "BAD_REQUEST", "subscriptions need a websocket") from exc
         return render(result), is_request_error(result)
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it declares or streams more than `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def params_from(source: Mapping[str, Any], *, variables_encoded: bool) -> GraphQLParams:

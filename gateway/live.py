@@ -27,6 +27,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
 from gateway.auth import Authenticator
+from gateway.endpoint import read_body
 from gateway.errors import InvalidInput, Unauthenticated
 from gateway.plivo.models import canonical_session_uuid
 from gateway.plivo.signature import is_signed
@@ -102,17 +103,10 @@ def callback_endpoint(
     async def answer(request: Request) -> tuple[Response, str]:
         if public_url is None:
             return JSONResponse({"error": "callbacks are off (GATEWAY_PUBLIC_URL)"}, 404), "off"
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
+        body = await read_body(request, MAX_CALLBACK_BYTES)
+        if body is None:
             return JSONResponse({"error": "too large"}, 413), "too_large"
         if request.method == "POST":  # Plivo posts application/x-www-form-urlencoded
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_CALLBACK_BYTES:
-                    return JSONResponse({"error": "too large"}, 413), "too_large"
-                chunks.append(chunk)
-            body = b"".join(chunks)
             items = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
         else:
             items = list(request.query_params.multi_items())
