@@ -43,9 +43,12 @@ async def get_session(request: Request) -> Response:
     state: SimulatorState = request.app.state.simulator
     auth_id, session_uuid = request.path_params["auth_id"], request.path_params["session_uuid"]
     state.arrived(session_uuid)
-    fault = request_fault(request, state, session_uuid)
-    await _delay(request, state, fault)
-    response = _answer(request, state, auth_id, session_uuid, fault)
+    try:
+        fault = request_fault(request, state, session_uuid)
+        await _delay(request, state, fault)
+        response = _answer(request, state, auth_id, session_uuid, fault)
+    finally:
+        state.left()
     state.answered(response.status_code)
     return response
 

@@ -48,6 +48,8 @@ class SimulatorState:
         self.faults = FaultPlan(Fault.parse(settings.fault) if settings.fault else None)
         self.bench = BenchTemplate() if settings.bench else None
         self.served = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.by_status: Counter[int] = Counter()
         self.by_session: Counter[str] = Counter()
         self.flows: dict[str, Flow] = {}
@@ -86,6 +88,8 @@ class SimulatorState:
     def arrived(self, session_uuid: str) -> None:
         """Count a session request when it arrives (so a slow answer counts at once)."""
         self.served += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         key = session_uuid.lower()
         if key in self.by_session or len(self.by_session) < _TRACKED_SESSIONS:
             self.by_session[key] += 1
@@ -94,9 +98,15 @@ class SimulatorState:
         """Count the status a session request was answered with."""
         self.by_status[status] += 1
 
+    def left(self) -> None:
+        """A session request is no longer being served (answered, or its client went away)."""
+        self.in_flight -= 1
+
     def stats(self) -> dict[str, object]:
         return {
             "served": self.served,
+            "in_flight": self.in_flight,
+            "peak_in_flight": self.peak_in_flight,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "by_session": dict(self.by_session),
             "latency_ms": self.latency_ms,
@@ -107,6 +117,7 @@ class SimulatorState:
 
     def reset_stats(self) -> None:
         self.served = 0
+        self.peak_in_flight = self.in_flight
         self.by_status.clear()
         self.by_session.clear()
         self.lists_served = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -93,6 +94,18 @@ def test_it_counts_what_it_served(simulator: Simulator) -> None:
     assert stats["served"] == 3
     assert stats["by_status"] == {"200": 2, "401": 1}
     assert stats["by_session"] == {UUID: 3}
+    assert (stats["in_flight"], stats["peak_in_flight"]) == (0, 1)
+
+
+def test_it_records_the_most_session_requests_served_at_once(simulator: Simulator) -> None:
+    slow = {"X-Simulator-Latency-Ms": "1000"}
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: get(session_url(simulator), headers=slow), range(3)))
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    stats = simulator.stats()
+    assert (stats["in_flight"], stats["peak_in_flight"]) == (0, 3)
+    simulator.reset()
+    assert simulator.stats()["peak_in_flight"] == 0
 
 
 def test_queued_faults_play_once_each_and_only_for_their_session(simulator: Simulator) -> None:
