@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,6 +50,7 @@ from gateway.watch import SessionWatcher
 
 logger = logging.getLogger(__name__)
 PASS_THROUGH_HEADERS = ("x-plivo-auth-id", "x-plivo-auth-token")
+LISTEN_WAIT = 2.0  # seconds start-up waits to hear the fleet's changes before serving anyway
 
 
 def build_upstream(
@@ -149,7 +151,11 @@ def create_app(
             responses.forget(session_uuid)
             watcher.wake(session_uuid)
 
-        changes = Changes(cache, f"{settings.cache_prefix}:changes", apply)
+        def resync() -> None:
+            responses.clear()
+            watcher.wake_all()
+
+        changes = Changes(cache, f"{settings.cache_prefix}:changes", apply, resync)
         app.state.changes = changes
         app.state.services = SessionServices(
             http,
@@ -165,6 +171,15 @@ def create_app(
             changed=changes.changed,
         )
         listener = changes.start()
+        try:
+            async with asyncio.timeout(LISTEN_WAIT):
+                await changes.subscribed()
+        except TimeoutError:
+            logger.warning(
+                "not yet subscribed to %s:changes: other instances' changes are not heard "
+                "until it is (see /readyz)",
+                settings.cache_prefix,
+            )
         try:
             yield
         finally:
@@ -232,8 +247,11 @@ def create_app(
     async def readyz(request: Request) -> Response:
         """Configuration loaded; the cache reachable, or degraded (queries still answered)."""
         cache: SessionCache = request.app.state.cache
-        state = "ok" if await cache.is_healthy() else "degraded"
-        return JSONResponse({"status": "ready", "cache": state})
+        body = {"status": "ready", "cache": "ok" if await cache.is_healthy() else "degraded"}
+        if cache.shared:
+            listening = request.app.state.changes.listening
+            body["changes"] = "listening" if listening else "not listening"
+        return JSONResponse(body)
 
     async def metrics_endpoint(request: Request) -> Response:
         """Prometheus text format."""

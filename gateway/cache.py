@@ -86,8 +86,13 @@ class SessionCache:
     async def publish(self, channel: str, message: str) -> None:
         """Tell the other instances of the fleet; a cache of one process has none."""
 
-    async def messages(self, channel: str) -> AsyncIterator[str]:
-        """What other instances publish to `channel`; nothing, for a cache of one process."""
+    async def messages(self, channel: str, listening: Callable[[bool], None]) -> AsyncIterator[str]:
+        """What other instances publish to `channel`; nothing, for a cache of one process.
+
+        `listening(True)` is called once subscribed (what was published before is not heard),
+        `listening(False)` when the subscription is lost.
+        """
+        listening(True)
         await asyncio.Event().wait()
         yield ""  # pragma: no cover  (never reached: makes this an async generator)
 
@@ -226,17 +231,19 @@ class RedisSessionCache(SessionCache):
     async def publish(self, channel: str, message: str) -> None:
         await self._guard.run(lambda: self._cache.client.publish(channel, message), 0)
 
-    async def messages(self, channel: str) -> AsyncIterator[str]:
+    async def messages(self, channel: str, listening: Callable[[bool], None]) -> AsyncIterator[str]:
         """Redis pub/sub, subscribing again after an outage (what was sent meanwhile is lost)."""
         while True:
             pubsub = self._cache.client.pubsub()
             try:
                 await pubsub.subscribe(channel)
+                listening(True)
                 async for item in pubsub.listen():
                     if item.get("type") == "message":
                         data = item["data"]
                         yield data.decode() if isinstance(data, bytes) else str(data)
             except (OSError, RedisError) as exc:
+                listening(False)
                 logger.warning("listening to %s failed (%s); again in 1 s", channel, exc)
                 await asyncio.sleep(PROBE_INTERVAL)
             finally:

@@ -83,6 +83,11 @@ class ResponseCache:
         for key in list(self._by_session.get(session_uuid, ())):
             self._drop(key)
 
+    def clear(self) -> None:
+        """Drop every response."""
+        self._entries.clear()
+        self._by_session.clear()
+
     def _drop(self, key: bytes) -> None:
         entry = self._entries.pop(key, None)
         if entry is None:

@@ -52,6 +52,11 @@ class SessionWatcher:
             if uuid == session_uuid:
                 poller.wake.set()
 
+    def wake_all(self) -> None:
+        """Every poller reads at once (changes may have been missed)."""
+        for poller in self._pollers.values():
+            poller.wake.set()
+
     async def watch(
         self, service: SessionService, session_uuid: str
     ) -> AsyncGenerator[Session | None, None]:

@@ -13,7 +13,14 @@ import pytest
 from gateway.auth import key_digest
 from gateway.plivo.signature import signature_v3
 from gateway.simulator import SimulatorSettings, create_simulator
-from tests.conftest import AUTH_ID, AUTH_TOKEN, Simulator, gateway_client, make_settings
+from tests.conftest import (
+    AUTH_ID,
+    AUTH_TOKEN,
+    Simulator,
+    eventually,
+    gateway_client,
+    make_settings,
+)
 from tests.servers import serve_in_thread
 
 WRITER, READER, OTHER = "writer-key-0000", "reader-key-1111", "other-writer-2222"
@@ -364,11 +371,12 @@ async def test_a_change_on_one_instance_reaches_the_other_through_redis(
         assert flow_sim.served(uuid) == 0
         form, headers = signed_callback(uuid, "in-progress")
         assert (await one.post("/plivo/callbacks", data=form, headers=headers)).status_code == 200
-        for _ in range(50):  # the message crosses Redis: wait for instance two to hear it
-            await asyncio.sleep(0.02)
+
+        async def heard() -> bool:  # the message crosses Redis: instance two reads Plivo again
             await call(two, SESSION, {"uuid": uuid}, key=READER)
-            if flow_sim.served(uuid):
-                break
+            return flow_sim.served(uuid) > 0
+
+        await eventually(heard)
         assert flow_sim.served(uuid) == 1
 
 

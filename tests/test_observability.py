@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gateway import fixtures
 from gateway.observability import JsonFormatter, RequestIds
 from gateway.request_context import request_id
-from tests.conftest import Simulator, gateway_client, graphql, make_settings
+from tests.conftest import Simulator, eventually, gateway_client, graphql, make_settings
 from tests.redis_server import own_redis
 from tests.servers import free_port, process, wait_for_http
 
@@ -33,12 +33,46 @@ async def test_readyz_reports_the_cache_and_stays_200_when_redis_is_down(
     with own_redis() as redis:
         settings = make_settings(simulator.url, GATEWAY_CACHE_URL=redis.url)
         async with gateway_client(settings) as client:
-            assert (await client.get("/readyz")).json() == {"status": "ready", "cache": "ok"}
+
+            async def ready(changes: str) -> dict[str, str] | None:
+                response = await client.get("/readyz")
+                assert response.status_code == 200
+                body: dict[str, str] = response.json()
+                return body if body.get("changes") == changes else None
+
+            # Start-up waited for the subscription to the fleet's changes.
+            assert (await ready("listening")) == {
+                "status": "ready",
+                "cache": "ok",
+                "changes": "listening",
+            }
             redis.stop()
-            degraded = await client.get("/readyz")
-            assert degraded.status_code == 200
-            assert degraded.json() == {"status": "ready", "cache": "degraded"}
+            degraded = await eventually(lambda: ready("not listening"))
+            assert degraded["cache"] == "degraded"
             assert (await graphql(client, QUERY, {"uuid": UUID}))["data"] is not None
+            redis.start()
+            assert (await eventually(lambda: ready("listening")))["cache"] == "ok"
+
+
+async def test_a_response_held_while_deaf_to_the_fleet_is_dropped(simulator: Simulator) -> None:
+    # A change published during a Redis outage is lost to this instance: once subscribed again
+    # it drops its response cache rather than serve what may have changed meanwhile.
+    with own_redis() as redis:
+        settings = make_settings(simulator.url, GATEWAY_CACHE_URL=redis.url)
+        async with gateway_client(settings) as client:
+            for _ in range(2):
+                await graphql(client, QUERY, {"uuid": UUID})
+            assert simulator.served(UUID) == 1  # the second came from the response cache
+
+            async def hears(state: str) -> bool:
+                return bool((await client.get("/readyz")).json()["changes"] == state)
+
+            redis.stop()
+            await eventually(lambda: hears("not listening"))
+            redis.start()
+            await eventually(lambda: hears("listening"))
+            await graphql(client, QUERY, {"uuid": UUID})
+            assert simulator.served(UUID) == 2
 
 
 async def test_metrics_count_requests_cache_and_upstream(gateway: httpx.AsyncClient) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -15,6 +16,7 @@ from gateway.cache import SessionCache
 from gateway.changes import Changes
 from gateway.errors import UpstreamRejected, UpstreamTimeout
 from gateway.plivo.models import Session, parse_session
+from gateway.response_cache import ResponseCache
 from gateway.sessions import Lookup, SessionService
 from gateway.watch import SessionWatcher
 
@@ -102,7 +104,8 @@ async def test_subscribers_share_a_poller_and_a_late_one_starts_from_the_current
     assert watcher.pollers == 0
 
 
-async def test_a_wake_reads_at_once() -> None:
+@pytest.mark.parametrize("everything", [False, True])
+async def test_a_wake_reads_at_once(everything: bool) -> None:
     script = Script([session("in-progress"), session("verified")])
     watcher = SessionWatcher(interval=30.0, max_interval=30.0)
     watch = watcher.watch(cast(SessionService, script), UUID)
@@ -110,7 +113,10 @@ async def test_a_wake_reads_at_once() -> None:
     pending = asyncio.ensure_future(anext(watch))
     await asyncio.sleep(0.05)
     assert not pending.done()  # a 30 s interval: nothing without a wake
-    watcher.wake(UUID)
+    if everything:
+        watcher.wake_all()
+    else:
+        watcher.wake(UUID)
     verified = await asyncio.wait_for(pending, 1)
     assert verified is not None
     assert verified.status.value == "verified"
@@ -122,13 +128,19 @@ class Channel(SessionCache):
 
     incoming: list[str] = field(default_factory=list)
     published: list[tuple[str, str]] = field(default_factory=list)
+    outages: int = 0  # the subscription is lost and made again this many times, at the end
 
     async def publish(self, channel: str, message: str) -> None:
         self.published.append((channel, message))
 
-    async def messages(self, channel: str) -> AsyncIterator[str]:
+    async def messages(self, channel: str, listening: Callable[[bool], None]) -> AsyncIterator[str]:
+        listening(True)
         for message in self.incoming:
             yield message
+        for _ in range(self.outages):
+            listening(False)
+            yield '{"origin": "elsewhere", "uuid": "not-a-uuid"}'
+            listening(True)
 
 
 async def test_changes_apply_here_tell_the_fleet_and_hear_the_others() -> None:
@@ -140,7 +152,7 @@ async def test_changes_apply_here_tell_the_fleet_and_hear_the_others() -> None:
         applied.append(uuid)
 
     cache = Channel()
-    changes = Changes(cache, "pvg:changes", apply)
+    changes = Changes(cache, "pvg:changes", apply, lambda: None)
     await changes.changed(UUID.upper())
     assert applied == [UUID]
     assert cache.published[0][0] == "pvg:changes"
@@ -154,6 +166,32 @@ async def test_changes_apply_here_tell_the_fleet_and_hear_the_others() -> None:
     ]
     await changes.listen()
     assert applied == [UUID, other]
+
+
+async def test_each_subscription_drops_what_was_held_while_deaf() -> None:
+    async def apply(uuid: str) -> None:
+        pass
+
+    resyncs: list[bool] = []
+    cache = Channel(outages=2)
+    changes = Changes(cache, "pvg:changes", apply, lambda: resyncs.append(changes.listening))
+    assert not changes.listening
+    listener = asyncio.create_task(changes.listen())
+    await asyncio.wait_for(changes.subscribed(), 1)
+    await listener
+    # Subscribed at start and after each of two outages: three resyncs, each before the
+    # listener says it hears the fleet (a request in between cannot cache what was missed).
+    assert resyncs == [False, False, False]
+    assert changes.listening
+
+
+def test_the_response_cache_can_drop_everything() -> None:
+    responses = ResponseCache(10)
+    responses.put(b"k", {"data": 1}, {UUID: (0.0, time.time() + 60)}, "q")
+    assert responses.get(b"k") is not None
+    responses.clear()
+    assert responses.get(b"k") is None
+    assert len(responses) == 0
 
 
 @dataclass
