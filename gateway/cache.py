@@ -9,6 +9,7 @@ once, then probed again at most once a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -30,6 +31,7 @@ _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
 PROBE_INTERVAL = 1.0
+PING_EVERY = 5.0  # seconds of silence on the change channel before its connection is pinged
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +165,9 @@ class RedisSessionCache(SessionCache):
 
     shared = True
 
-    def __init__(self, url: str, *, timeout: float) -> None:
+    def __init__(self, url: str, *, timeout: float, ping_every: float = PING_EVERY) -> None:
+        self._ping_every = ping_every
+        self._handshake = max(timeout, 1.0)  # connecting and subscribing, not a cache call
         parts = urlsplit(url)
         db = parts.path.strip("/") or "0"
         self._cache: Any = RedisCache(
@@ -232,22 +236,41 @@ class RedisSessionCache(SessionCache):
         await self._guard.run(lambda: self._cache.client.publish(channel, message), 0)
 
     async def messages(self, channel: str, listening: Callable[[bool], None]) -> AsyncIterator[str]:
-        """Redis pub/sub, subscribing again after an outage (what was sent meanwhile is lost)."""
+        """Redis pub/sub, subscribing again after an outage (what was sent meanwhile is lost).
+
+        After `ping_every` seconds of silence the subscription is pinged, and a ping unanswered
+        for as long counts as an outage: a connection whose server stopped answering without
+        closing it would otherwise look like a quiet channel forever.
+        """
         while True:
             pubsub = self._cache.client.pubsub()
             try:
-                await pubsub.subscribe(channel)
+                await asyncio.wait_for(pubsub.subscribe(channel), self._handshake)
                 listening(True)
-                async for item in pubsub.listen():
-                    if item.get("type") == "message":
-                        data = item["data"]
-                        yield data.decode() if isinstance(data, bytes) else str(data)
-            except (OSError, RedisError) as exc:
+                async for data in self._listen(pubsub):
+                    yield data
+            except (OSError, RedisError, TimeoutError) as exc:
                 listening(False)
-                logger.warning("listening to %s failed (%s); again in 1 s", channel, exc)
+                logger.warning("listening to %s failed (%r); again in 1 s", channel, exc)
                 await asyncio.sleep(PROBE_INTERVAL)
             finally:
-                await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), self._handshake)
+
+    async def _listen(self, pubsub: Any) -> AsyncIterator[str]:
+        pinged = False
+        while True:
+            item = await pubsub.get_message(timeout=self._ping_every)
+            if item is None:
+                if pinged:
+                    raise TimeoutError(f"no answer to a ping in {self._ping_every} s")
+                await asyncio.wait_for(pubsub.ping(), self._handshake)
+                pinged = True
+                continue
+            pinged = False  # anything heard shows the connection is alive
+            if item.get("type") == "message":
+                data = item["data"]
+                yield data.decode() if isinstance(data, bytes) else str(data)
 
     async def is_healthy(self) -> bool:
         try:

@@ -18,6 +18,7 @@ from gateway.cache import (
     encode_entry,
 )
 from gateway.plivo.models import parse_session
+from tests.conftest import eventually
 from tests.redis_server import own_redis
 
 
@@ -118,3 +119,44 @@ async def test_redis_down_counts_as_a_miss_and_is_logged_once(
         assert not await cache.is_healthy()
         assert caplog.text.count("unavailable") == 1
         await cache.close()
+
+
+async def test_a_change_channel_that_stops_answering_is_left_and_joined_again() -> None:
+    # A paused server keeps the connection open and answers nothing: without the ping the
+    # listener would take the silence for a quiet channel and never hear the fleet again.
+    states: list[bool] = []
+    heard: list[str] = []
+    with own_redis() as server:
+        cache = RedisSessionCache(server.url, timeout=0.2, ping_every=0.2)
+        publisher = RedisSessionCache(server.url, timeout=2)
+
+        async def listen() -> None:
+            async for message in cache.messages("pvg:changes", states.append):
+                heard.append(message)
+
+        async def now(state: bool) -> bool:
+            await asyncio.sleep(0.02)
+            return bool(states) and states[-1] is state
+
+        listener = asyncio.create_task(listen())
+        try:
+            await eventually(lambda: now(True))
+            await asyncio.sleep(0.6)  # quiet, yet answering its pings: still listening
+            assert states == [True]
+            server.pause()
+            await eventually(lambda: now(False))
+            server.resume()
+            await eventually(lambda: now(True))
+            assert states[:2] == [True, False]  # a retry during the pause may add a False
+
+            async def delivered() -> bool:
+                await publisher.publish("pvg:changes", "after the pause")
+                await asyncio.sleep(0.05)
+                return "after the pause" in heard
+
+            await eventually(delivered)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            await cache.close()
+            await publisher.close()
