@@ -134,8 +134,7 @@ async def test_a_change_channel_that_stops_answering_is_left_and_joined_again() 
             async for message in cache.messages("pvg:changes", states.append):
                 heard.append(message)
 
-        async def now(state: bool) -> bool:
-            await asyncio.sleep(0.02)
+        async def now(state: bool) -> bool:  # eventually() waits between its polls
             return bool(states) and states[-1] is state
 
         listener = asyncio.create_task(listen())

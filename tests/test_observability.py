@@ -27,31 +27,32 @@ UUID = fixtures.DOCS_EXAMPLE_UUID
 QUERY = "query S($uuid: ID!) { session(uuid: $uuid) { sessionUuid status } }"
 
 
+async def readiness(client: httpx.AsyncClient, changes: str) -> dict[str, str] | None:
+    """/readyz's body (always a 200) when it says `changes`; None while it says otherwise."""
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    body: dict[str, str] = response.json()
+    return body if body.get("changes") == changes else None
+
+
 async def test_readyz_reports_the_cache_and_stays_200_when_redis_is_down(
     simulator: Simulator,
 ) -> None:
     with own_redis() as redis:
         settings = make_settings(simulator.url, GATEWAY_CACHE_URL=redis.url)
         async with gateway_client(settings) as client:
-
-            async def ready(changes: str) -> dict[str, str] | None:
-                response = await client.get("/readyz")
-                assert response.status_code == 200
-                body: dict[str, str] = response.json()
-                return body if body.get("changes") == changes else None
-
             # Start-up waited for the subscription to the fleet's changes.
-            assert (await ready("listening")) == {
+            assert (await readiness(client, "listening")) == {
                 "status": "ready",
                 "cache": "ok",
                 "changes": "listening",
             }
             redis.stop()
-            degraded = await eventually(lambda: ready("not listening"))
+            degraded = await eventually(lambda: readiness(client, "not listening"))
             assert degraded["cache"] == "degraded"
             assert (await graphql(client, QUERY, {"uuid": UUID}))["data"] is not None
             redis.start()
-            assert (await eventually(lambda: ready("listening")))["cache"] == "ok"
+            assert (await eventually(lambda: readiness(client, "listening")))["cache"] == "ok"
 
 
 async def test_a_response_held_while_deaf_to_the_fleet_is_dropped(simulator: Simulator) -> None:
@@ -63,14 +64,10 @@ async def test_a_response_held_while_deaf_to_the_fleet_is_dropped(simulator: Sim
             for _ in range(2):
                 await graphql(client, QUERY, {"uuid": UUID})
             assert simulator.served(UUID) == 1  # the second came from the response cache
-
-            async def hears(state: str) -> bool:
-                return bool((await client.get("/readyz")).json()["changes"] == state)
-
             redis.stop()
-            await eventually(lambda: hears("not listening"))
+            await eventually(lambda: readiness(client, "not listening"))
             redis.start()
-            await eventually(lambda: hears("listening"))
+            await eventually(lambda: readiness(client, "listening"))
             await graphql(client, QUERY, {"uuid": UUID})
             assert simulator.served(UUID) == 2
 
