@@ -4,49 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
-from gateway import graphiql
-from gateway.auth import Authenticator, Principal
 from gateway.cache import SessionCache, create_cache
 from gateway.changes import Changes
 from gateway.config import Settings
-from gateway.endpoint import (
-    EndpointLimits,
-    GraphQLEndpoint,
-    RequestError,
-    retry_after_header,
-    wants_refresh,
-)
-from gateway.fastlane import FastLane
-from gateway.limits import QueryLimits
-from gateway.live import CALLBACK_PATH, Subscriptions, callback_endpoint
 from gateway.metrics import Metrics
 from gateway.observability import AccessLog, RequestContextMiddleware, RequestIds, sdk_configured
+from gateway.operations import (
+    Admission,
+    Authenticator,
+    Caller,
+    Documents,
+    Executor,
+    Pipeline,
+    QueryLimits,
+    ResponseCache,
+)
 from gateway.plivo.client import DEFAULT_HEADERS, Credential, create_http_client
 from gateway.plivo.resilience import RetryPolicy
 from gateway.plivo.transport import AiohttpUpstream, HttpxUpstream, UpstreamHTTP
 from gateway.ratelimit import RefreshLimiter
-from gateway.response_cache import ResponseCache
 from gateway.schema import SchemaOptions, build_schema
 from gateway.schema.context import Context
 from gateway.services import BreakerPolicy, SessionServices
 from gateway.sessions import CachePolicy
 from gateway.verification import FlowPolicy
 from gateway.watch import SessionWatcher
+from gateway.web import (
+    CALLBACK_PATH,
+    FrontDoor,
+    GraphQLHTTP,
+    MessageLimit,
+    Subscriptions,
+    callback_endpoint,
+    graphiql,
+    probe_routes,
+)
 
 logger = logging.getLogger(__name__)
 PASS_THROUGH_HEADERS = ("x-plivo-auth-id", "x-plivo-auth-token")
@@ -113,18 +116,6 @@ def flow_policy(settings: Settings) -> FlowPolicy:
     )
 
 
-def asset_endpoint(files: dict[str, Path]) -> Callable[[Request], Awaitable[Response]]:
-    """Serves exactly the GraphiQL files by name, nothing else of node_modules."""
-
-    async def asset(request: Request) -> Response:
-        path = files.get(request.path_params["name"])
-        if path is None:
-            return JSONResponse({"error": "not found"}, status_code=404)
-        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
-
-    return asset
-
-
 def create_app(
     settings: Settings,
     *,
@@ -188,87 +179,39 @@ def create_app(
             await cache.close()
             access.flush()
 
-    def context(request: Request, principal: Principal, credential: Credential | None) -> Context:
-        refresh = wants_refresh(request)
-        if refresh:
-            wait = refresh_limiter.take(principal.name)
-            if wait is not None:
-                metrics.refresh_refused()
-                raise RequestError(
-                    429,
-                    "RATE_LIMITED",
-                    "too many Cache-Control: no-cache refetches for this API key",
-                    extensions={"retryAfter": round(wait, 3)},
-                    headers=retry_after_header(wait),
-                )
-        return _context(
-            request.app.state.services,
-            credential,
-            refresh=refresh,
-            principal=principal,
-            idempotency_key=request.headers.get("idempotency-key"),
-        )
-
-    def _context(
-        services: SessionServices,
-        credential: Credential | None,
-        *,
-        refresh: bool,
-        principal: Principal,
-        idempotency_key: str | None,
-    ) -> Context:
-        sessions = services.for_credential(credential)
+    def context(caller: Caller) -> Context:
+        services: SessionServices = starlette_app.state.services
+        sessions = services.for_credential(caller.credential)
         return Context(
             sessions,
-            refresh=refresh,
-            scopes=principal.scopes,
-            caller=principal.name,
-            flow=services.flow_for(credential),
+            refresh=caller.refresh,
+            scopes=caller.principal.scopes,
+            caller=caller.principal.name,
+            flow=services.flow_for(caller.credential),
             watch=lambda uuid: watcher.watch(sessions, uuid),
-            idempotency_key=idempotency_key,
-        )
-
-    def socket_context() -> Context:
-        return _context(
-            starlette_app.state.services,
-            None,
-            refresh=False,
-            principal=Principal("websocket", frozenset()),
-            idempotency_key=None,
+            idempotency_key=caller.idempotency_key,
         )
 
     async def callback_changed(session_uuid: str) -> None:
         await starlette_app.state.changes.changed(session_uuid)
 
-    async def healthz(request: Request) -> Response:
-        """The process is alive."""
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        """Configuration loaded; the cache reachable, or degraded (queries still answered)."""
-        cache: SessionCache = request.app.state.cache
+    async def readiness() -> dict[str, str]:
+        cache: SessionCache = starlette_app.state.cache
         body = {"status": "ready", "cache": "ok" if await cache.is_healthy() else "degraded"}
         if cache.shared:
-            listening = request.app.state.changes.listening
+            listening = starlette_app.state.changes.listening
             body["changes"] = "listening" if listening else "not listening"
-        return JSONResponse(body)
+        return body
 
-    async def metrics_endpoint(request: Request) -> Response:
-        """Prometheus text format."""
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    schema = build_schema(SchemaOptions(introspection=not settings.is_production))
-    routes: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ]
+    production = settings.is_production
+    schema = build_schema(SchemaOptions(introspection=not production))
+    routes = probe_routes(readiness, metrics.exposition)
     graphiql_html = None
-    if not settings.is_production:
+    if not production:
         assets = graphiql.local_assets(settings.graphiql_assets)
         graphiql_html = graphiql.render_page(local=assets is not None)
         if assets is not None:
-            routes.append(Route(f"{graphiql.ASSET_PATH}/{{name}}", asset_endpoint(assets)))
+            routes.append(Route(f"{graphiql.ASSET_PATH}/{{name}}", graphiql.asset_endpoint(assets)))
         else:
             logger.warning(
                 "GraphiQL assets are not installed (run `make assets`); "
@@ -278,31 +221,37 @@ def create_app(
     responses = ResponseCache(
         0 if settings.cache_url == "none" else settings.response_cache_entries
     )
-    endpoint = GraphQLEndpoint(
-        schema,
-        context,
-        authenticator=authenticator,
-        limits=EndpointLimits(
-            QueryLimits(settings.max_depth, settings.max_aliases, settings.max_tokens),
-            settings.max_body_bytes,
-            settings.max_batch,
+    limits = QueryLimits(
+        settings.max_depth,
+        settings.max_aliases,
+        settings.max_tokens,
+        settings.max_cost,
+        settings.max_batch,
+    )
+    pipeline = Pipeline(
+        documents=Documents(
+            schema._schema,
+            max_tokens=limits.max_tokens,
+            max_depth=limits.max_depth,
+            introspection=not production,
         ),
+        admission=Admission(schema._schema, limits),
+        executor=Executor(schema, context),
+        responses=responses,
+        refetches=refresh_limiter,
+        observer=metrics,
+        suggestions=not production,
+    )
+    graphql_http = GraphQLHTTP(
+        pipeline,
+        authenticator=authenticator,
+        max_body_bytes=settings.max_body_bytes,
         observer=metrics,
         graphiql_html=graphiql_html,
-        responses=responses,
     )
-    routes.append(Route("/graphql", endpoint.handle, methods=["GET", "POST"]))
-    routes.append(
-        WebSocketRoute(
-            "/graphql",
-            Subscriptions(
-                schema,
-                authenticator=authenticator,
-                context=socket_context,
-                origins=settings.cors_origins,
-            ),
-        )
-    )
+    routes.append(Route("/graphql", graphql_http, methods=["GET", "POST"]))
+    sockets = Subscriptions(pipeline, authenticator=authenticator, origins=settings.cors_origins)
+    routes.append(WebSocketRoute("/graphql", MessageLimit(sockets, settings.max_body_bytes)))
     routes.append(
         Route(
             CALLBACK_PATH,
@@ -335,14 +284,11 @@ def create_app(
             )
         )
     starlette_app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    return FastLane(
+    return FrontDoor(
         starlette_app,
-        authenticator=authenticator,
-        responses=responses,
-        observer=metrics,
+        graphql_http if tracer is None else None,
         access_log=access,
         request_ids=ids,
-        endpoint=endpoint.handle if tracer is None else None,
     )
 
 

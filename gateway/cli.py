@@ -125,6 +125,7 @@ def serve_command(args: argparse.Namespace) -> int:
             log_config=None,
             proxy_headers=False,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+            ws_max_size=settings.max_body_bytes,  # larger websocket messages: closed, 1009
         )
     else:
         app = create_app(settings)
@@ -137,6 +138,7 @@ def serve_command(args: argparse.Namespace) -> int:
             log_config=None,
             proxy_headers=False,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+            ws_max_size=settings.max_body_bytes,  # larger websocket messages: closed, 1009
         )
     return 0
 
@@ -205,18 +207,27 @@ def demo_command(args: argparse.Namespace) -> int:
     simulator = create_simulator(SimulatorSettings(auth_id, token, expose_codes=True))
     print(demo_banner(args.host, args.port, simulator_url, auth_id), flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_both(create_app(settings), simulator, args))
+        asyncio.run(_serve_both(create_app(settings), simulator, args, settings.max_body_bytes))
     return 0
 
 
-async def _serve_both(gateway: ASGIApp, simulator: ASGIApp, args: argparse.Namespace) -> None:
+async def _serve_both(
+    gateway: ASGIApp, simulator: ASGIApp, args: argparse.Namespace, max_message: int
+) -> None:
     sim_server = _QuietSignalsServer(
         uvicorn.Config(
             simulator, host=args.host, port=args.simulator_port, access_log=False, log_config=None
         )
     )
     gateway_server = uvicorn.Server(
-        uvicorn.Config(gateway, host=args.host, port=args.port, access_log=False, log_config=None)
+        uvicorn.Config(
+            gateway,
+            host=args.host,
+            port=args.port,
+            access_log=False,
+            log_config=None,
+            ws_max_size=max_message,
+        )
     )
     sim_task = asyncio.create_task(sim_server.serve())
     try:

@@ -64,6 +64,7 @@ class Settings:
     max_tokens: int = 2000
     max_body_bytes: int = 65_536
     max_batch: int = 10
+    max_cost: int = 20
     cors_origins: tuple[str, ...] = ()
     upstream_deadline: float = 5.0
     retry_attempts: int = 3
@@ -144,6 +145,7 @@ def _read_hardening(reader: _Reader) -> dict[str, Any]:
         "max_tokens": reader.optional("GATEWAY_MAX_TOKENS", _positive_int),
         "max_body_bytes": reader.optional("GATEWAY_MAX_BODY_BYTES", _positive_int),
         "max_batch": reader.optional("GATEWAY_MAX_BATCH", _positive_int),
+        "max_cost": reader.optional("GATEWAY_MAX_COST", _positive_int),
         "cors_origins": reader.optional("GATEWAY_CORS_ORIGINS", _origins),
         "upstream_deadline": reader.optional("PLIVO_DEADLINE", _seconds),
         "retry_attempts": reader.optional("PLIVO_RETRY_ATTEMPTS", _positive_int),

@@ -79,6 +79,40 @@ class LimitExceeded(GatewayError):
         super().__init__(f"the document is over the {limit} limit of {maximum}")
 
 
+class CostExceeded(LimitExceeded):
+    """A request that may cause more Plivo requests than GATEWAY_MAX_COST allows."""
+
+    def __init__(self, cost: int, maximum: int) -> None:
+        super().__init__("cost", maximum)
+        self.cost = cost
+        self.args = (f"the request may cause {cost} Plivo requests; the cost limit is {maximum}",)
+
+
+class BatchTooLarge(LimitExceeded):
+    """A batch of more operations than GATEWAY_MAX_BATCH allows."""
+
+    def __init__(self, maximum: int) -> None:
+        super().__init__("batch", maximum)
+        self.args = (f"a batch may hold at most {maximum} operations",)
+
+
+class OperationNotSelected(GatewayError):
+    """The document names no operation to run: none by that name, or several and no name."""
+
+
+class OperationNotAllowed(GatewayError):
+    """An operation its transport cannot carry: a mutation by GET, a subscription by HTTP."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        message = (
+            "subscriptions need a websocket"
+            if operation == "subscription"
+            else f"only queries may be sent with GET, not a {operation}"
+        )
+        super().__init__(message)
+
+
 class UpstreamError(GatewayError):
     """Plivo (or the transport to it) did not give a usable answer."""
 

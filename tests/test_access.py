@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from gateway import fixtures
-from gateway.auth import key_digest
 from gateway.config import parse_api_keys
 from gateway.errors import ConfigError
+from gateway.operations.principals import key_digest
 from tests.conftest import AUTH_ID, Simulator, gateway_client, graphql, make_settings
 
 UUID = fixtures.DOCS_EXAMPLE_UUID

@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from gateway import fixtures, graphiql
+from gateway import fixtures
+from gateway.web import graphiql
 from tests.conftest import IN_CI
 from tests.servers import free_port, process, wait_for_http
 

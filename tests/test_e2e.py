@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gateway import fixtures
-from gateway.auth import key_digest
+from gateway.operations.principals import key_digest
 from tests.conftest import AUTH_ID, AUTH_TOKEN, Simulator
 from tests.servers import free_port, process, wait_for_http
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway import fixtures, graphiql
+from gateway import fixtures
+from gateway.web import graphiql
 from tests.conftest import Simulator, gateway_client, make_settings
 
 QUERY = f'{{ session(uuid: "{fixtures.DOCS_EXAMPLE_UUID}") {{ sessionUuid status }} }}'
@@ -80,7 +81,6 @@ async def test_validation_failure_status_follows_the_media_type(
         (b'{"query": "{ __typename }", "operationName": 7}', 400, "BAD_REQUEST"),
         (b"[]", 400, "BAD_REQUEST"),
         (b"[1]", 400, "BAD_REQUEST"),
-        (b'{"query": "{ __typename }", "operationName": "Nope"}', 400, "BAD_REQUEST"),
         (b"[" * 50_000, 400, "BAD_REQUEST"),
     ],
 )

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import key_digest
+from gateway.operations.principals import key_digest
 from gateway.plivo.signature import signature_v3
 from gateway.simulator import SimulatorSettings, create_simulator
 from tests.conftest import (

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from gateway import fixtures
-from gateway.auth import key_digest
+from gateway.operations.principals import key_digest
 from tests.conftest import Simulator, gateway_client, make_settings
 
 UUID = fixtures.DOCS_EXAMPLE_UUID

@@ -9,7 +9,8 @@ import pytest
 
 from gateway import fixtures
 from gateway.errors import LimitExceeded
-from gateway.limits import QueryLimits, check_document
+from gateway.operations import Admission, Documents, QueryLimits
+from gateway.schema import build_schema
 from tests.conftest import Simulator, gateway_client, make_settings
 
 UUID = fixtures.DOCS_EXAMPLE_UUID
@@ -120,19 +121,34 @@ async def test_a_body_over_the_limit_is_413(limited: httpx.AsyncClient) -> None:
     assert error["extensions"] == {"code": "PAYLOAD_TOO_LARGE", "limit": "body", "maximum": 4096}
 
 
-def test_check_document_measures_fragments_once_each() -> None:
+SCHEMA = build_schema()._schema
+
+
+def admitted(query: str, limits: QueryLimits) -> None:
+    """Admission's document checks on `query` (raises LimitExceeded)."""
+    documents = Documents(SCHEMA, max_tokens=limits.max_tokens, max_depth=limits.max_depth)
+    Admission(SCHEMA, limits).document(documents.get(query))
+
+
+def test_admission_measures_fragments_once_each() -> None:
     # 2**40 expansions if fragments were re-walked at every spread.
     chain = " ".join(f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}" for i in range(40))
     query = "query { ...F0 } " + chain + " fragment F40 on Query { __typename }"
-    check_document(query, QueryLimits(max_tokens=10_000))
+    admitted(query, QueryLimits(max_tokens=10_000))
     with pytest.raises(LimitExceeded, match="aliases"):
-        check_document(
-            "query { ...F0 } "
-            + chain.replace("F40 }", "F40 }")
-            + " fragment F40 on Query { a: __typename }",
+        admitted(
+            "query { ...F0 } " + chain + " fragment F40 on Query { a: __typename }",
             QueryLimits(max_tokens=10_000, max_aliases=1000),
         )
 
 
-def test_syntax_errors_are_left_to_execution() -> None:
-    check_document("{ session(", QueryLimits())
+async def test_syntax_errors_are_reported_as_such_not_as_a_limit(
+    limited: httpx.AsyncClient, simulator: Simulator
+) -> None:
+    admitted("{ session(", QueryLimits())  # no LimitExceeded: a syntax error is no limit
+    response = await limited.post("/graphql", json={"query": "{ session("})
+    assert response.status_code == 200
+    body = response.json()
+    assert "data" not in body
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
+    assert simulator.served() == 0

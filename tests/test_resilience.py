@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gateway import fixtures
-from gateway.auth import key_digest
+from gateway.operations.principals import key_digest
 from gateway.plivo.resilience import CircuitBreaker, CircuitOpen, NoObserver
 from tests.conftest import Simulator, gateway_client, graphql, make_settings
 from tests.redis_server import require_shared_redis, unique_prefix

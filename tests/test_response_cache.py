@@ -7,8 +7,8 @@ import asyncio
 import httpx
 
 from gateway import fixtures
-from gateway.auth import key_digest
-from gateway.response_cache import ResponseCache
+from gateway.operations.principals import key_digest
+from gateway.operations.response_cache import ResponseCache
 from tests.conftest import AUTH_ID, AUTH_TOKEN, Simulator, gateway_client, make_settings
 
 DOCS = fixtures.DOCS_EXAMPLE_UUID

@@ -12,7 +12,7 @@ import pytest
 
 from gateway import fixtures
 from gateway.cache import CacheEntry, MemorySessionCache, RedisSessionCache, SessionCache
-from gateway.errors import UpstreamFailed, UpstreamRejected
+from gateway.errors import UpstreamFailed, UpstreamRateLimited, UpstreamRejected
 from gateway.plivo.client import Credential, PlivoClient, create_http_client
 from gateway.plivo.transport import HttpxUpstream
 from gateway.sessions import CachePolicy, SessionService
@@ -97,13 +97,22 @@ async def test_not_found_is_cached_briefly() -> None:
     assert len(plivo.calls) == 2
 
 
-@pytest.mark.parametrize("status", [401, 429, 500, 503])
-async def test_errors_are_never_cached(status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "raised"),
+    [
+        (401, UpstreamRejected),
+        (429, UpstreamRateLimited),
+        (500, UpstreamFailed),
+        (503, UpstreamFailed),
+    ],
+)
+async def test_errors_are_never_cached(status: int, raised: type[Exception]) -> None:
     plivo = FakePlivo(status_code=status)
     sessions = service(plivo, fresh_cache())
     for _ in range(2):
-        with pytest.raises((UpstreamFailed, UpstreamRejected, Exception)):
+        with pytest.raises(raised) as caught:
             await sessions.get(UUID)
+        assert type(caught.value) is raised
     assert len(plivo.calls) == 2
 
 

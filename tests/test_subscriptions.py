@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.auth import key_digest
+from gateway.operations.principals import key_digest
 from gateway.simulator import SimulatorSettings, create_simulator
 from tests.conftest import AUTH_ID, AUTH_TOKEN, Simulator, make_settings
 from tests.servers import serve_in_thread

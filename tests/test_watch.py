@@ -15,8 +15,8 @@ from gateway import fixtures
 from gateway.cache import SessionCache
 from gateway.changes import Changes
 from gateway.errors import UpstreamRejected, UpstreamTimeout
+from gateway.operations.response_cache import ResponseCache
 from gateway.plivo.models import Session, parse_session
-from gateway.response_cache import ResponseCache
 from gateway.sessions import Lookup, SessionService
 from gateway.watch import SessionWatcher
 

@@ -7,11 +7,9 @@ Only this module knows Plivo's HTTP: statuses become `UpstreamError`s, bodies be
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import platform
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol
@@ -30,6 +28,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.plivo.credentials import Credential
 from gateway.plivo.flow import (
     MESSAGES,
     ListFilter,
@@ -55,19 +54,6 @@ USER_AGENT = (
 
 
 DEFAULT_HEADERS = {"Accept": "application/json", "User-Agent": USER_AGENT}
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A Plivo auth id and token; the token never shows in a repr."""
-
-    auth_id: str
-    auth_token: str = field(repr=False)
-
-    @property
-    def digest(self) -> str:
-        """SHA-256 of the credential: names it in keys without carrying the token."""
-        return hashlib.sha256(f"{self.auth_id}:{self.auth_token}".encode()).hexdigest()
 
 
 def create_http_client(

@@ -16,6 +16,7 @@ from strawberry.types.execution import PreExecutionError
 from gateway.schema.cache_report import CacheReport
 from gateway.schema.errors import ErrorContract, to_contract
 from gateway.schema.flow import Mutation, Query, Subscription
+from gateway.schema.prepared import PreparedDocument
 from gateway.schema.scalars import SCALAR_MAP
 
 
@@ -59,7 +60,7 @@ async def _contracted(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
 def build_schema(options: SchemaOptions | None = None) -> strawberry.Schema:
     """The gateway's schema, assembled from `options`."""
     options = options or SchemaOptions()
-    extensions: list[type[SchemaExtension]] = [ErrorContract, CacheReport]
+    extensions: list[type[SchemaExtension]] = [PreparedDocument, ErrorContract, CacheReport]
     if not options.introspection:
         extensions.append(DisableIntrospection)
     return GatewaySchema(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 import strawberry
+from graphql import DocumentNode
 from strawberry.dataloader import DataLoader
 
 from gateway.errors import Forbidden
@@ -51,6 +53,8 @@ class VerificationFlow(Protocol):
 
 
 SessionWatch = Callable[[str], AsyncIterator[Session | None]]
+# A field whose resolver may send one request to Plivo: admission counts it (GATEWAY_MAX_COST).
+PLIVO_REQUEST: Mapping[str, int] = MappingProxyType({"cost": 1})
 
 
 @dataclass
@@ -71,7 +75,8 @@ class Context:
     watch: SessionWatch | None = None
     idempotency_key: str | None = None
     mutated: bool = False  # a mutation ran: the response is never cached
-    connection_params: dict[str, object] | None = None  # a websocket's connection_init payload
+    # The operation's document, parsed and validated by the pipeline: Strawberry does neither again.
+    document: DocumentNode | None = None
     _loader: DataLoader[str, Session | None] | None = field(default=None, init=False, repr=False)
 
     @property

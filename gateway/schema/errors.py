@@ -7,17 +7,25 @@ masked for the client and logged with its traceback.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
 from gateway.errors import (
+    BadCredentialHeaders,
+    BatchTooLarge,
+    CostExceeded,
     Forbidden,
     GatewayError,
     IdempotencyConflict,
     InvalidInput,
+    LimitExceeded,
+    OperationNotAllowed,
+    OperationNotSelected,
     Throttled,
+    Unauthenticated,
     UpstreamError,
     UpstreamFailed,
     UpstreamRateLimited,
@@ -29,6 +37,7 @@ from gateway.errors import (
 logger = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "Internal server error"
+_SUGGESTION = re.compile(r"\s*Did you mean\b.*$", re.DOTALL)
 _REJECTED_CODES = {401: "UPSTREAM_UNAUTHENTICATED", 403: "UPSTREAM_FORBIDDEN"}
 
 
@@ -36,6 +45,12 @@ def gateway_error_extensions(error: GatewayError) -> dict[str, object]:
     """The `extensions` a client sees for an error we raised on purpose."""
     if isinstance(error, InvalidInput):
         return {"code": "BAD_USER_INPUT"}
+    if isinstance(error, LimitExceeded):
+        return _limit_extensions(error)
+    if isinstance(error, OperationNotSelected | OperationNotAllowed | BadCredentialHeaders):
+        return {"code": "BAD_REQUEST"}
+    if isinstance(error, Unauthenticated):
+        return {"code": "UNAUTHENTICATED"}
     if isinstance(error, Throttled):
         return {"code": "RATE_LIMITED", "retryAfter": error.retry_after}
     if isinstance(error, IdempotencyConflict):
@@ -59,6 +74,24 @@ def gateway_error_extensions(error: GatewayError) -> dict[str, object]:
     if isinstance(error, UpstreamUnavailable):
         return {"code": "UPSTREAM_UNAVAILABLE"}
     return {"code": "INTERNAL_SERVER_ERROR"}
+
+
+def _limit_extensions(error: LimitExceeded) -> dict[str, object]:
+    if isinstance(error, BatchTooLarge):
+        return {"code": "BATCH_TOO_LARGE", "limit": error.limit, "maximum": error.maximum}
+    extensions: dict[str, object] = {
+        "code": "QUERY_TOO_COMPLEX",
+        "limit": error.limit,
+        "maximum": error.maximum,
+    }
+    if isinstance(error, CostExceeded):
+        extensions["cost"] = error.cost
+    return extensions
+
+
+def without_suggestions(message: str) -> str:
+    """The message less graphql-core's "Did you mean ...?", which names parts of the schema."""
+    return _SUGGESTION.sub("", message)
 
 
 def to_contract(error: GraphQLError, *, validation_failed: bool) -> GraphQLError:

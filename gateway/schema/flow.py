@@ -12,7 +12,7 @@ import strawberry
 from gateway.errors import InvalidInput
 from gateway.plivo import flow, models
 from gateway.schema import sessions
-from gateway.schema.context import Info, flow_of, require
+from gateway.schema.context import PLIVO_REQUEST, Info, flow_of, require
 from gateway.schema.scalars import DateTime
 from gateway.schema.sessions import Channel, SessionStatus, VerifySession
 
@@ -183,7 +183,7 @@ class StartVerificationPayload:
         description="True when an Idempotency-Key returned an earlier start: no code was sent."
     )
 
-    @strawberry.field(description="The session as Plivo has it now.")
+    @strawberry.field(description="The session as Plivo has it now.", metadata=PLIVO_REQUEST)
     async def session(self, info: Info) -> VerifySession | None:
         return await _session(info, str(self.session_uuid))
 
@@ -194,7 +194,9 @@ class ValidateSessionPayload:
     result: ValidationResult  # type: ignore[valid-type]
     message: str
 
-    @strawberry.field(description="The session as Plivo has it after the validation.")
+    @strawberry.field(
+        description="The session as Plivo has it after the validation.", metadata=PLIVO_REQUEST
+    )
     async def session(self, info: Info) -> VerifySession | None:
         if self.result is flow.ValidationResult.NOT_FOUND:
             return None
@@ -205,7 +207,8 @@ class ValidateSessionPayload:
 class Mutation:
     @strawberry.mutation(
         description="Send a code (never retried). Needs the write scope; an Idempotency-Key "
-        "header makes a repeat within the window return the first result."
+        "header makes a repeat within the window return the first result.",
+        metadata=PLIVO_REQUEST,
     )
     async def start_verification(
         self, info: Info, input: StartVerificationInput
@@ -225,7 +228,8 @@ class Mutation:
 
     @strawberry.mutation(
         description="Check a code (never retried). A wrong code, an expired session and too "
-        "many tries are results, not errors. Needs the write scope."
+        "many tries are results, not errors. Needs the write scope.",
+        metadata=PLIVO_REQUEST,
     )
     async def validate_session(
         self, info: Info, uuid: strawberry.ID, otp: str
@@ -245,7 +249,8 @@ class Mutation:
 class Subscription:
     @strawberry.subscription(
         description="The session now and at each change of its status or attempts; completes "
-        "at a terminal status, or after null when Plivo has no such session."
+        "at a terminal status, or after null when Plivo has no such session.",
+        metadata=PLIVO_REQUEST,  # the cost of its first read
     )
     async def session_updated(
         self, info: Info, uuid: strawberry.ID
@@ -265,4 +270,5 @@ class Query(sessions.Query):
         resolver=list_sessions,
         description="Sessions through Plivo's list (at most 20 a page; Plivo allows 20 list "
         "requests a minute), cached briefly per credential.",
+        metadata=PLIVO_REQUEST,  # one page, one list request
     )

@@ -7,7 +7,7 @@ from typing import cast
 import strawberry
 
 from gateway.plivo import models
-from gateway.schema.context import Info, require
+from gateway.schema.context import PLIVO_REQUEST, Info, require
 from gateway.schema.scalars import DateTime, Decimal
 
 Channel = models.Channel
@@ -123,7 +123,8 @@ class VerifySession:
 @strawberry.type
 class Query:
     @strawberry.field(
-        description="A Verify session by its uuid; null when Plivo has no such session."
+        description="A Verify session by its uuid; null when Plivo has no such session.",
+        metadata=PLIVO_REQUEST,
     )
     async def session(self, info: Info, uuid: strawberry.ID) -> VerifySession | None:
         require(info.context, "read")

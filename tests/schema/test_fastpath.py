@@ -14,10 +14,22 @@ from hypothesis import strategies as st
 
 from gateway import fixtures
 from gateway.errors import UpstreamFailed
+from gateway.operations import (
+    QUERIES,
+    Admission,
+    Caller,
+    Documents,
+    Executor,
+    OperationRequest,
+    Pipeline,
+    Principal,
+    QueryLimits,
+    ResponseCache,
+)
+from gateway.operations.fastpath import FastPath, Plan, Unsupported
 from gateway.plivo.models import Session, parse_session
 from gateway.schema import build_schema
 from gateway.schema.context import Context
-from gateway.schema.fastpath import FastPath, Plan, Unsupported
 
 SESSIONS = {
     str(body["session_uuid"]): parse_session(body) for body in fixtures.session_fixtures().values()
@@ -163,6 +175,42 @@ def operations(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 SCHEMA = build_schema()
 FAST = FastPath(SCHEMA._schema)
 SERVED: list[bool] = []
+WIDE = QueryLimits(max_depth=100, max_aliases=1000, max_tokens=100_000, max_cost=1000)
+DOCUMENTS = Documents(SCHEMA._schema, max_tokens=WIDE.max_tokens, max_depth=WIDE.max_depth)
+
+
+def fast_run(query: str, variables: dict[str, Any], context: Context) -> Any:
+    """The fast path on a parsed document's only operation, as the pipeline calls it."""
+    document = DOCUMENTS.get(query)
+    if document.node is None or DOCUMENTS.validate(document) or len(document.operations) != 1:
+        return None
+    return FAST.run(document, document.operations[0], variables, context)
+
+
+class NoLimit:
+    def take(self, key: str) -> float | None:
+        return None
+
+    def refresh_refused(self) -> None:
+        raise AssertionError("no refetch is limited here")
+
+
+def pipeline(scopes: frozenset[str]) -> Pipeline:
+    """The whole pipeline over the fake reader: a new Context per operation, as in the app."""
+    return Pipeline(
+        documents=DOCUMENTS,
+        admission=Admission(SCHEMA._schema, WIDE),
+        executor=Executor(SCHEMA, lambda caller: Context(Reader(), scopes=scopes)),
+        responses=ResponseCache(0),
+        refetches=NoLimit(),
+        observer=NoLimit(),
+    )
+
+
+async def normally(query: str, variables: dict[str, Any], scopes: frozenset[str]) -> Any:
+    return await SCHEMA.execute(
+        query, variable_values=variables, context_value=Context(Reader(), scopes=scopes)
+    )
 
 
 def normalised(errors: list[dict[str, Any]] | None) -> list[str]:
@@ -179,10 +227,9 @@ def test_fast_path_matches_normal_execution(
     query, variables = operation
 
     async def both() -> None:
-        fast = await FAST.run(query, variables, None, Context(Reader(), scopes=scopes))
-        normal = await SCHEMA.execute(
-            query, variable_values=variables, context_value=Context(Reader(), scopes=scopes)
-        )
+        ran = fast_run(query, variables, Context(Reader(), scopes=scopes))
+        fast = await ran if ran is not None else None
+        normal = await normally(query, variables, scopes)
         SERVED.append(fast is not None)
         if fast is None:
             return
@@ -206,10 +253,12 @@ def test_what_it_does_not_know_falls_through_before_any_io() -> None:
     for query in (
         "{ __schema { types { name } } }",
         f'{{ session(uuid: "{MISSING}") {{ nope }} }}',
-        "query A { __typename } query B { __typename }",
         "query ($u: ID!) { session(uuid: $u) { status } }",
     ):
-        assert asyncio.run(FAST.run(query, {}, None, Context(Refusing()))) is None
+        document = DOCUMENTS.get(query)
+        assert document.node is not None
+        ran = FAST.run(document, document.operations[0], {}, Context(Refusing()))
+        assert asyncio.run(ran) is None
 
 
 @pytest.mark.parametrize(
@@ -234,7 +283,7 @@ def test_variables_are_coerced_as_graphql_core_coerces_them(
     assert isinstance(operation, OperationDefinitionNode)
     expected = get_variable_values(SCHEMA._schema, operation.variable_definitions or (), variables)
     assert not isinstance(expected, list)
-    assert Plan(SCHEMA._schema, document, operation).coerce(variables) == expected.coerced
+    assert Plan(FAST, document, operation).coerce(variables) == expected.coerced
 
 
 @pytest.mark.parametrize("variables", [{}, {"u": None}, {"u": ["x"]}, {"u": 1.5}])
@@ -243,4 +292,34 @@ def test_invalid_variables_are_left_to_normal_execution(variables: dict[str, Any
     operation = document.definitions[0]
     assert isinstance(operation, OperationDefinitionNode)
     with pytest.raises(Unsupported):
-        Plan(SCHEMA._schema, document, operation).coerce(variables)
+        Plan(FAST, document, operation).coerce(variables)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(
+    batch=st.lists(operations(), min_size=1, max_size=3),
+    scopes=st.sampled_from([frozenset({"read"}), frozenset({"write"})]),
+)
+def test_batches_and_websocket_operations_match_normal_execution(
+    batch: list[tuple[str, dict[str, Any]]], scopes: frozenset[str]
+) -> None:
+    """Through the whole pipeline, as an HTTP batch and as websocket operations."""
+    caller = Caller(Principal("test", scopes))
+
+    async def compare() -> None:
+        requests = [OperationRequest(query, variables) for query, variables in batch]
+        answer = await pipeline(scopes).run(requests, caller, QUERIES)
+        for (query, variables), result, request in zip(
+            batch, answer.results, requests, strict=True
+        ):
+            normal = await normally(query, variables, scopes)
+            expected = [dict(error.formatted) for error in normal.errors or []]
+            assert result.body.get("data") == normal.data, query
+            assert normalised(result.body.get("errors")) == normalised(expected), query
+            streamed = [item async for item in pipeline(scopes).stream(request, caller)]
+            assert len(streamed) == 1, query
+            assert streamed[0].data == normal.data, query
+            errors = [dict(error.formatted) for error in streamed[0].errors or []]
+            assert normalised(errors) == normalised(expected), query
+
+    asyncio.run(compare())

@@ -1,21 +1,21 @@
-"""A compiled fast path for the operations frontends send most: `session(uuid)` selections.
+"""The fast path: `session(uuid)` queries served as a projection, without resolvers.
 
-A document is parsed and validated once; its operation then runs as a projection of the
-loaded sessions onto the selection, without graphql-core's resolver machinery. It serves
-only what it knows exactly: root fields `session` and `__typename`, fields of the session
-types, aliases, fragments, and @include/@skip. Anything else (validation errors, variable
-errors, introspection, a field it does not know) returns None *before any I/O*, and the
-caller runs normal execution. tests/schema/test_fastpath.py checks, over generated
-operations, that both give the same data and errors.
+An execution strategy behind the pipeline, chosen per document: the pipeline hands it a parsed,
+validated operation, and it serves only what it knows exactly: root fields `session` and
+`__typename`, fields of the session types, aliases, fragments, and @include/@skip. The session
+types' fields are read off the Strawberry types themselves (their attribute names, their
+scalars' and enums' serializers, their nesting), and a loaded session is turned into the
+Strawberry `VerifySession` as the resolver does, so the two cannot drift apart. Anything else
+(variable errors, introspection, a field with a resolver of its own) returns None *before any
+I/O*, and Strawberry runs it. tests/schema/test_fastpath.py checks, over generated operations,
+that both give the same data and errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from graphql import (
@@ -25,7 +25,10 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
-    GraphQLError,
+    GraphQLEnumType,
+    GraphQLList,
+    GraphQLObjectType,
+    GraphQLScalarType,
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
@@ -37,19 +40,20 @@ from graphql import (
     StringValueNode,
     VariableNode,
     Visitor,
+    get_named_type,
+    get_nullable_type,
     located_error,
-    parse,
-    validate,
     visit,
 )
 from graphql.execution.values import get_variable_values
 
+from gateway.operations.documents import Document
 from gateway.plivo import models
 from gateway.schema.context import Context, require
 from gateway.schema.errors import to_contract
 
-Getter = Callable[[Any], Any]
-MAX_PLANS = 1000
+ROOT_FIELD = "session"  # Query.session: the one root field the fast path serves
+MAX_LAYOUTS = 16
 
 
 class Unsupported(Exception):
@@ -65,108 +69,75 @@ class FastResult:
     cacheable: bool
 
 
-def _money(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
+@dataclass(frozen=True, slots=True)
+class Field:
+    """A field of a Strawberry type: the attribute it reads, and how its value leaves."""
+
+    attribute: str
+    serialize: Callable[[Any], Any] | None  # a scalar's or an enum's; None for an object
+    inner: str | None  # the object type it holds, for an object field
+    is_list: bool
 
 
-def _enum(value: Any) -> str:
-    return str(value.name)
+Tables = dict[str, dict[str, Field]]
 
 
-CHARGE_FIELDS: dict[str, Getter] = {
-    "attemptUuid": lambda c: c.attempt_uuid,
-    "channel": lambda c: _enum(c.channel),
-    "charge": lambda c: _money(c.charge),
-}
-ATTEMPT_FIELDS: dict[str, Getter] = {
-    "attemptUuid": lambda a: a.attempt_uuid,
-    "channel": lambda a: _enum(a.channel),
-    "status": lambda a: a.status,
-    "time": lambda a: a.time,
-    "charge": lambda a: _money(a.charge),
-    "dtmf": lambda a: a.dtmf,
-    "fraudCheck": lambda a: a.fraud_check,
-}
-CHARGES_FIELDS: dict[str, Getter] = {
-    "totalCharge": lambda c: _money(c.total_charge),
-    "validationCharge": lambda c: _money(c.validation_charge),
-}
-SESSION_FIELDS: dict[str, Getter] = {
-    "sessionUuid": lambda s: s.session_uuid,
-    "apiId": lambda s: s.api_id,
-    "appUuid": lambda s: s.app_uuid,
-    "alias": lambda s: s.alias,
-    "recipient": lambda s: s.recipient,
-    "channel": lambda s: _enum(s.channel),
-    "status": lambda s: _enum(s.status),
-    "count": lambda s: s.count,
-    "locale": lambda s: s.locale,
-    "requestorIp": lambda s: s.requestor_ip,
-    "destinationCountryIso2": lambda s: s.destination_country_iso2,
-    "destinationNetwork": lambda s: s.destination_network,
-    "createdAt": lambda s: s.created_at,
-    "updatedAt": lambda s: s.updated_at,
-}
-# Object-valued fields: (getter, type name, its fields, nested objects, is a list)
-NESTED: dict[str, dict[str, tuple[Getter, str, bool]]] = {
-    "VerifySession": {
-        "attempts": (lambda s: s.attempts, "Attempt", True),
-        "charges": (lambda s: s.charges, "Charges", False),
-    },
-    "Charges": {"attemptCharges": (lambda c: c.attempt_charges, "AttemptCharge", True)},
-    "Attempt": {},
-    "AttemptCharge": {},
-}
-SCALARS: dict[str, dict[str, Getter]] = {
-    "VerifySession": SESSION_FIELDS,
-    "Attempt": ATTEMPT_FIELDS,
-    "Charges": CHARGES_FIELDS,
-    "AttemptCharge": CHARGE_FIELDS,
-}
+def field_tables(schema: GraphQLSchema, root: str) -> Tables:
+    """Every type reachable from `root`, its plain fields (no resolver of their own) by name."""
+    tables: Tables = {}
+    pending = [root]
+    while pending:
+        type_ = schema.get_type(pending.pop())
+        if not isinstance(type_, GraphQLObjectType) or type_.name in tables:
+            continue
+        table = tables[type_.name] = {}
+        for name, field in type_.fields.items():
+            definition = (field.extensions or {}).get("strawberry-definition")
+            if definition is None or definition.base_resolver is not None:
+                continue  # a resolver runs: normal execution serves it
+            named = get_named_type(field.type)
+            is_list = isinstance(get_nullable_type(field.type), GraphQLList)
+            attribute = definition.python_name
+            if isinstance(named, GraphQLObjectType):
+                table[name] = Field(attribute, None, named.name, is_list)
+                pending.append(named.name)
+            elif isinstance(named, GraphQLScalarType | GraphQLEnumType):
+                table[name] = Field(attribute, named.serialize, None, is_list)
+    return tables
 
 
 class FastPath:
-    """Plans per (document, operation name), bounded; `run` serves or returns None."""
+    """Plans per operation, kept with the document; `run` serves or returns None."""
 
     def __init__(self, schema: GraphQLSchema) -> None:
         self._schema = schema
-        self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
+        assert schema.query_type is not None
+        session_type = get_named_type(schema.query_type.fields[ROOT_FIELD].type)
+        assert isinstance(session_type, GraphQLObjectType)
+        self.root_type = session_type.name
+        self.tables = field_tables(schema, self.root_type)
+        self.convert: Callable[[models.Session], Any] = session_type.extensions[
+            "strawberry-definition"
+        ].origin.from_model
 
-    def plan(self, query: str, operation_name: str | None) -> Plan | None:
-        """The plan, or None when normal execution must run (cached either way)."""
-        key = (query, operation_name)
-        if key in self._plans:
-            self._plans.move_to_end(key)
-            return self._plans[key]
-        plan = self._build(query, operation_name)
-        self._plans[key] = plan
-        if len(self._plans) > MAX_PLANS:
-            self._plans.popitem(last=False)
+    def plan(self, document: Document, operation: OperationDefinitionNode) -> Plan | None:
+        """The plan, or None when normal execution must run (kept with the document)."""
+        key = (FastPath, id(operation))
+        if key not in document.memo:
+            served = operation.operation == OperationType.QUERY and document.node is not None
+            document.memo[key] = Plan(self, document.node, operation) if served else None  # type: ignore[arg-type]
+        plan: Plan | None = document.memo[key]
         return plan
-
-    def _build(self, query: str, operation_name: str | None) -> Plan | None:
-        try:
-            document = parse(query)
-        except GraphQLError:
-            return None
-        if validate(self._schema, document):
-            return None
-        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-        if operation_name is not None:
-            operations = [o for o in operations if o.name and o.name.value == operation_name]
-        if len(operations) != 1 or operations[0].operation != OperationType.QUERY:
-            return None
-        return Plan(self._schema, document, operations[0])
 
     async def run(
         self,
-        query: str,
+        document: Document,
+        operation: OperationDefinitionNode,
         variables: dict[str, Any] | None,
-        operation_name: str | None,
         context: Context,
     ) -> FastResult | None:
         """The result, or None (normal execution then runs; nothing was fetched)."""
-        plan = self.plan(query, operation_name)
+        plan = self.plan(document, operation)
         if plan is None:
             return None
         try:
@@ -179,9 +150,10 @@ class Plan:
     """One validated query operation."""
 
     def __init__(
-        self, schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+        self, fast: FastPath, document: DocumentNode, operation: OperationDefinitionNode
     ) -> None:
-        self.schema = schema
+        self.schema, self.tables, self.convert = fast._schema, fast.tables, fast.convert
+        self.root_type = fast.root_type
         self.operation = operation
         self.fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
@@ -196,15 +168,17 @@ class Plan:
         layout = self._layouts.get(key)
         if layout is None:
             root = self.collect("Query", [self.operation.selection_set], variables)
-            if any(nodes[0].name.value not in ("session", "__typename") for nodes in root.values()):
+            if any(
+                nodes[0].name.value not in (ROOT_FIELD, "__typename") for nodes in root.values()
+            ):
                 raise Unsupported
             shapes = {
-                key: self.shape("VerifySession", nodes, variables)
+                key: self.shape(self.root_type, nodes, variables)
                 for key, nodes in root.items()
-                if nodes[0].name.value == "session"
+                if nodes[0].name.value == ROOT_FIELD
             }
             layout = (root, shapes)
-            if len(self._layouts) < 16:
+            if len(self._layouts) < MAX_LAYOUTS:
                 self._layouts[key] = layout
         return layout
 
@@ -241,7 +215,7 @@ class Plan:
                 error = located_error(outcome, nodes, [key])
                 errors.append(dict(to_contract(error, validation_failed=False).formatted))
             else:
-                data[key] = None if outcome is None else project(outcome, shapes[key])
+                data[key] = None if outcome is None else project(self.convert(outcome), shapes[key])
         return FastResult(data, errors, cacheable=not errors)
 
     async def load(
@@ -272,26 +246,24 @@ class Plan:
                 return str(value.value)
         raise Unsupported
 
-    def shape(
-        self, type_name: str, nodes: Sequence[FieldNode], variables: dict[str, Any]
-    ) -> list[tuple[str, str, Any]]:
-        """(response key, field name, nested shape or None) for an object-typed field."""
+    def shape(self, type_name: str, nodes: Sequence[FieldNode], variables: dict[str, Any]) -> Shape:
+        """(response key, field or None for __typename, nested shape or the type name)."""
         fields = self.collect(
             type_name, [n.selection_set for n in nodes if n.selection_set], variables
         )
-        shaped: list[tuple[str, str, Any]] = []
+        table = self.tables[type_name]
+        shaped: Shape = []
         for key, group in fields.items():
             name = group[0].name.value
             if name == "__typename":
-                shaped.append((key, name, type_name))
-            elif name in SCALARS[type_name]:
-                shaped.append((key, name, None))
-            elif name in NESTED[type_name]:
-                getter, inner, is_list = NESTED[type_name][name]
-                shaped.append((key, name, (getter, is_list, self.shape(inner, group, variables))))
-            else:
+                shaped.append((key, None, type_name))
+                continue
+            field = table.get(name)
+            if field is None:
                 raise Unsupported
-        return [(key, name, (type_name, nested)) for key, name, nested in shaped]
+            inner = self.shape(field.inner, group, variables) if field.inner else None
+            shaped.append((key, field, inner))
+        return shaped
 
     def collect(
         self, type_name: str, selection_sets: Sequence[SelectionSetNode], variables: dict[str, Any]
@@ -335,7 +307,7 @@ class Plan:
                     )
 
 
-Shape = list[tuple[str, str, Any]]
+Shape = list[tuple[str, Field | None, Any]]
 Layout = tuple[dict[str, list[FieldNode]], dict[str, Shape]]
 
 
@@ -381,16 +353,21 @@ def is_included(selection: Any, variables: dict[str, Any]) -> bool:
     return True
 
 
-def project(item: Any, shape: list[tuple[str, str, Any]]) -> dict[str, Any]:
-    """The item's fields, as the shape selects them."""
+def project(item: Any, shape: Shape) -> dict[str, Any]:
+    """The item's fields, as the shape selects them, serialized as Strawberry would."""
     out: dict[str, Any] = {}
-    for key, name, (type_name, nested) in shape:
-        if name == "__typename":
-            out[key] = type_name
-        elif nested is None:
-            out[key] = SCALARS[type_name][name](item)
+    for key, field, inner in shape:
+        if field is None:  # __typename
+            out[key] = inner
+            continue
+        value = getattr(item, field.attribute)
+        if value is None:
+            out[key] = None
+        elif field.serialize is not None:
+            serialize = field.serialize
+            out[key] = [serialize(v) for v in value] if field.is_list else serialize(value)
         else:
-            getter, is_list, inner = nested
-            value = getter(item)
-            out[key] = [project(v, inner) for v in value] if is_list else project(value, inner)
+            out[key] = (
+                [project(v, inner) for v in value] if field.is_list else project(value, inner)
+            )
     return out

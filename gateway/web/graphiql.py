@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
 logger = logging.getLogger(__name__)
 
 ASSET_PATH = "/graphiql/assets"
-DEFAULT_ASSET_DIR = Path(__file__).parent / "static" / "node_modules"
+DEFAULT_ASSET_DIR = Path(__file__).parent.parent / "static" / "node_modules"
 EXAMPLE_QUERY = """\
 query Session($uuid: ID!) {
   session(uuid: $uuid) {
@@ -84,7 +88,7 @@ def local_assets(directory: str | None) -> dict[str, Path] | None:
 
 def render_page(*, local: bool) -> str:
     """The GraphiQL HTML, loading assets from ASSET_PATH when `local`, else from the CDN."""
-    template = resources.files(__package__).joinpath("static/graphiql.html").read_text("utf-8")
+    template = resources.files("gateway").joinpath("static/graphiql.html").read_text("utf-8")
     css, js = [], []
     for asset in ASSETS:
         url = f"{ASSET_PATH}/{asset.name}" if local else asset.cdn_url
@@ -99,3 +103,15 @@ def render_page(*, local: bool) -> str:
         .replace("/*DEFAULT_QUERY*/", json.dumps(EXAMPLE_QUERY))
         .replace("/*DEFAULT_VARIABLES*/", json.dumps(EXAMPLE_VARIABLES))
     )
+
+
+def asset_endpoint(files: dict[str, Path]) -> Callable[[Request], Awaitable[Response]]:
+    """Serves exactly the GraphiQL files by name, nothing else of node_modules."""
+
+    async def asset(request: Request) -> Response:
+        path = files.get(request.path_params["name"])
+        if path is None:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
+    return asset

@@ -1,13 +1,15 @@
-"""The fast lane serves response-cache hits before Starlette, and passes everything else on."""
+"""The front door: /graphql straight to its transport, with a request id; the rest to the app."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
 from gateway import fixtures
-from gateway.auth import key_digest
+from gateway.operations.principals import key_digest
 from tests.conftest import Simulator, gateway_client, make_settings
 
 DOCS = fixtures.DOCS_EXAMPLE_UUID
@@ -81,28 +83,16 @@ async def test_a_bug_in_the_direct_path_is_a_masked_500_with_a_request_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
+    from starlette.types import Receive, Scope, Send
 
-    from gateway.auth import Authenticator
-    from gateway.fastlane import FastLane
-    from gateway.metrics import Metrics
     from gateway.observability import AccessLog, RequestIds
-    from gateway.response_cache import ResponseCache
+    from gateway.web import FrontDoor
 
-    async def broken(request: Request) -> Response:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
         raise RuntimeError("secret detail")
 
-    lane = FastLane(
-        Starlette(),
-        authenticator=Authenticator((), required=False),
-        responses=ResponseCache(10),
-        observer=Metrics(),
-        access_log=AccessLog("json"),
-        request_ids=RequestIds(),
-        endpoint=broken,
-    )
-    transport = httpx.ASGITransport(app=lane)
+    door = FrontDoor(Starlette(), broken, access_log=AccessLog("json"), request_ids=RequestIds())
+    transport = httpx.ASGITransport(app=door)
     async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
         response = await client.post("/graphql", json=BODY)
     assert response.status_code == 500
@@ -110,3 +100,32 @@ async def test_a_bug_in_the_direct_path_is_a_masked_500_with_a_request_id(
     assert "secret detail" not in response.text
     assert response.headers["x-request-id"]
     assert "RuntimeError: secret detail" in caplog.text
+
+
+async def test_a_miss_is_negotiated_authenticated_and_looked_up_once(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pass per request: the caller, the media type and the cache read run once each."""
+    from gateway.operations import Authenticator, Pipeline
+    from gateway.web import graphql_http
+
+    counts = {"principal": 0, "negotiate": 0, "cached": 0}
+    principal, negotiate, cached = Authenticator.principal, graphql_http.negotiate, Pipeline.cached
+
+    def counted(name: str, real: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            counts[name] += 1
+            return real(*args)
+
+        return wrapper
+
+    monkeypatch.setattr(Authenticator, "principal", counted("principal", principal))
+    monkeypatch.setattr(graphql_http, "negotiate", counted("negotiate", negotiate))
+    monkeypatch.setattr(Pipeline, "cached", counted("cached", cached))
+    settings = make_settings(simulator.url, GATEWAY_AUTH="keys", GATEWAY_API_KEYS=KEYS)
+    async with gateway_client(settings) as client:
+        response = await client.post(
+            "/graphql", json=BODY, headers={"Authorization": "Bearer reader"}
+        )
+    assert response.json()["extensions"]["cache"][DOCS]["status"] == "miss"
+    assert counts == {"principal": 1, "negotiate": 1, "cached": 1}

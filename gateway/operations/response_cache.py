@@ -16,7 +16,18 @@ from dataclasses import dataclass
 
 import orjson
 
+from gateway.operations.principals import Principal
+from gateway.plivo.credentials import Credential
+
 MAX_ENTRY_BYTES = 256 * 1024
+
+
+def response_key(
+    method: str, media_type: str, principal: Principal, credential: Credential | None, raw: bytes
+) -> bytes:
+    """The key: caller, credential digest, method, media type, and the request as sent."""
+    caller = principal.name if credential is None else f"{principal.name}:{credential.digest}"
+    return f"{method}\n{media_type}\n{caller}\n".encode() + raw
 
 
 @dataclass(frozen=True, slots=True)

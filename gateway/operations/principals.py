@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gateway.config import AUTH_ID_PATTERN, SCOPES, ApiKey
 from gateway.errors import BadCredentialHeaders, Forbidden, Unauthenticated
-from gateway.plivo.client import Credential
+from gateway.plivo.credentials import Credential
 
 
 @dataclass(frozen=True)

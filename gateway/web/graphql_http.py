@@ -1,0 +1,275 @@
+"""GraphQL over HTTP at /graphql: GET and POST per the GraphQL-over-HTTP spec, and GraphiQL.
+
+A raw ASGI app: it reads the request once (headers, the body under its size limit), turns it
+into operations for the pipeline, and the pipeline's results into bytes. Each step runs once
+per request: the media type, the caller, the response-cache key and lookup. Requests that
+cannot run get a 4xx and never a 500; everything that executed is HTTP 200 with `data` and
+`errors` (failures before execution are 400 when the client accepts
+application/graphql-response+json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.responses import HTMLResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.errors import (
+    BadCredentialHeaders,
+    Forbidden,
+    GatewayError,
+    LimitExceeded,
+    OperationNotAllowed,
+    Throttled,
+    Unauthenticated,
+)
+from gateway.operations import (
+    QUERIES,
+    QUERIES_AND_MUTATIONS,
+    Authenticator,
+    Caller,
+    OperationRequest,
+    Pipeline,
+    Principal,
+    pass_through,
+    response_key,
+)
+from gateway.plivo.credentials import Credential
+from gateway.schema.errors import gateway_error_extensions
+from gateway.web.bodies import read_body
+
+logger = logging.getLogger(__name__)
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+
+
+class RequestError(Exception):
+    """The HTTP request cannot be run as a GraphQL operation."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        extensions: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status, self.code = status, code
+        self.extensions = dict(extensions or {})
+        self.headers = dict(headers or {})
+        super().__init__(message)
+
+
+class RequestObserver(Protocol):
+    """Hears about every GraphQL request (metrics implement it)."""
+
+    def request(self, operation: str, outcome: str, seconds: float) -> None: ...
+
+    def response_cached(self) -> None: ...
+
+
+class GraphQLHTTP:
+    """Serves the pipeline at /graphql over HTTP (an ASGI app)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        authenticator: Authenticator,
+        max_body_bytes: int,
+        observer: RequestObserver,
+        graphiql_html: str | None,
+    ) -> None:
+        self.pipeline, self.authenticator = pipeline, authenticator
+        self.max_body_bytes, self.observer = max_body_bytes, observer
+        self.graphiql_html = graphiql_html
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.respond(scope, receive)
+        await response(scope, receive, send)
+
+    async def respond(self, scope: Scope, receive: Receive) -> Response:
+        """The response to one request."""
+        started = time.perf_counter()
+        operation, outcome = "-", "ok"
+        try:
+            headers = Headers(scope=scope)
+            method = scope["method"]
+            if self._wants_graphiql(method, scope, headers):
+                assert self.graphiql_html is not None
+                return HTMLResponse(self.graphiql_html)
+            media_type = negotiate(headers.get("accept"))
+            principal, credential = self._caller(headers)
+            raw = (
+                scope.get("query_string", b"")
+                if method == "GET"
+                else await self._body(headers, receive)
+            )
+            refresh = is_no_cache(headers.get("cache-control", ""))
+            key = None if refresh else response_key(method, media_type, principal, credential, raw)
+            cached = self.pipeline.cached(key)
+            if cached is not None:
+                operation = cached.label
+                self.observer.response_cached()
+                return Response(cached.body(time.time()), media_type=media_type)
+            payload = _payload(method, raw)
+            items = payload if isinstance(payload, list) else [payload]
+            requests = [_operation(item, method) for item in items]
+            caller = Caller(principal, credential, refresh, headers.get("idempotency-key"))
+            allowed = QUERIES if method == "GET" else QUERIES_AND_MUTATIONS
+            answer = await self.pipeline.run(
+                requests, caller, allowed, cache_key=None if isinstance(payload, list) else key
+            )
+            operation, outcome = answer.results[0].label, answer.outcome
+            if isinstance(payload, list):
+                return json_response([r.body for r in answer.results], 200, media_type)
+            result = answer.results[0]
+            status = 400 if result.request_error and media_type == GRAPHQL_RESPONSE else 200
+            if result.encoded is not None:
+                return Response(result.encoded, status_code=status, media_type=media_type)
+            return json_response(result.body, status, media_type)
+        except GatewayError as exc:
+            error = refused(exc, scope["method"])
+            outcome = error.code
+            return error_response(error)
+        except RequestError as exc:
+            outcome = exc.code
+            return error_response(exc)
+        finally:
+            self.observer.request(operation, outcome, time.perf_counter() - started)
+
+    def _wants_graphiql(self, method: str, scope: Scope, headers: Headers) -> bool:
+        return (
+            self.graphiql_html is not None
+            and method == "GET"
+            and "query" not in dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            and "text/html" in headers.get("accept", "")
+        )
+
+    def _caller(self, headers: Headers) -> tuple[Principal, Credential | None]:
+        principal = self.authenticator.principal(headers)
+        return principal, pass_through(headers, principal)
+
+    async def _body(self, headers: Headers, receive: Receive) -> bytes:
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != JSON:
+            raise RequestError(415, "BAD_REQUEST", "POST bodies must be application/json")
+        body = await read_body(receive, headers.get("content-length"), self.max_body_bytes)
+        if body is None:
+            extensions = {"limit": "body", "maximum": self.max_body_bytes}
+            raise RequestError(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                f"the request body is over {self.max_body_bytes} bytes",
+                extensions=extensions,
+            )
+        return body
+
+
+def refused(exc: GatewayError, method: str) -> RequestError:
+    """A refusal before execution as an HTTP error, per the contract's table."""
+    extensions = gateway_error_extensions(exc)
+    code = str(extensions.pop("code"))
+    headers: dict[str, str] = {}
+    status = 400
+    if isinstance(exc, Unauthenticated):
+        status, headers = 401, {"WWW-Authenticate": 'Bearer realm="plivo-verify-gateway"'}
+    elif isinstance(exc, Forbidden):
+        status = 200
+    elif isinstance(exc, Throttled):
+        status, headers = 429, retry_after_header(exc.retry_after)
+    elif isinstance(exc, OperationNotAllowed) and method == "GET":
+        status, headers = 405, {"Allow": "POST"}
+    elif not isinstance(exc, LimitExceeded | BadCredentialHeaders | OperationNotAllowed):
+        logger.error("unexpected refusal %s", type(exc).__name__, exc_info=exc)
+        return RequestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+    return RequestError(status, code, str(exc), extensions=extensions, headers=headers)
+
+
+def _payload(method: str, raw: bytes) -> object:
+    if method == "GET":
+        return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
+    try:
+        payload = orjson.loads(raw)
+    except (orjson.JSONDecodeError, RecursionError) as exc:
+        raise RequestError(400, "BAD_REQUEST", "the body is not valid JSON") from exc
+    if isinstance(payload, list) and not payload:
+        raise RequestError(400, "BAD_REQUEST", "a batch needs at least one operation")
+    return payload
+
+
+def _operation(item: object, method: str) -> OperationRequest:
+    if not isinstance(item, dict):
+        raise RequestError(400, "BAD_REQUEST", "each operation must be a JSON object")
+    return params_from(item, variables_encoded=method == "GET")
+
+
+def params_from(source: Mapping[str, Any], *, variables_encoded: bool) -> OperationRequest:
+    """Check the types of `query`, `variables` and `operationName`."""
+    query = source.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise RequestError(400, "BAD_REQUEST", "query must be a non-empty string")
+    variables = source.get("variables")
+    if variables_encoded and isinstance(variables, str) and variables:
+        try:
+            variables = json.loads(variables)
+        except (ValueError, RecursionError) as exc:
+            raise RequestError(400, "BAD_REQUEST", "variables must be a JSON object") from exc
+    if variables in ("", None):
+        variables = None
+    elif not isinstance(variables, dict):
+        raise RequestError(400, "BAD_REQUEST", "variables must be a JSON object")
+    operation_name = source.get("operationName") or None
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise RequestError(400, "BAD_REQUEST", "operationName must be a string")
+    return OperationRequest(query, variables, operation_name)
+
+
+def negotiate(accept: str | None) -> str:
+    """The response media type: graphql-response+json when accepted, else application/json."""
+    if not accept:
+        return JSON
+    ranges = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if GRAPHQL_RESPONSE in ranges:
+        return GRAPHQL_RESPONSE
+    if JSON in ranges or "*/*" in ranges or "application/*" in ranges:
+        return JSON
+    raise RequestError(406, "BAD_REQUEST", f"responses are {GRAPHQL_RESPONSE} or {JSON}")
+
+
+def json_response(body: object, status: int = 200, media_type: str = JSON) -> Response:
+    """A JSON response of `body`."""
+    try:
+        content = orjson.dumps(body)
+    except TypeError:  # a lone surrogate, say, echoed from the request: escape it instead
+        content = json.dumps(body, separators=(",", ":")).encode()
+    return Response(content, status_code=status, media_type=media_type)
+
+
+def is_no_cache(cache_control: str) -> bool:
+    """Whether a Cache-Control value holds the no-cache directive."""
+    return any(part.strip() == "no-cache" for part in cache_control.lower().split(","))
+
+
+def error_response(error: RequestError) -> Response:
+    """A request-level error in the GraphQL response shape."""
+    extensions = {"code": error.code, **error.extensions}
+    body = {"errors": [{"message": str(error), "extensions": extensions}]}
+    response = json_response(body, error.status)
+    response.headers.update(error.headers)
+    return response
+
+
+def retry_after_header(seconds: float) -> dict[str, str]:
+    """A Retry-After header in whole seconds, rounded up."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}

@@ -1,0 +1,155 @@
+"""GraphQL over websockets (graphql-transport-ws): each `subscribe` is one pipeline operation.
+
+Strawberry keeps the protocol (connection_init, ping, subscribe, complete, its timeouts and
+the cap on operations in flight); every operation it receives goes to the pipeline, which
+admits it (tokens, depth, aliases, cost) and runs it with a Context of its own, exactly as an
+HTTP request's. A message larger than GATEWAY_MAX_BODY_BYTES closes the socket (1009) before
+it is read as JSON or GraphQL.
+
+A websocket authenticates once, in `connection_init`: `{"Authorization": "Bearer <key>"}` in
+its payload (browsers cannot set headers on a websocket) or the upgrade request's own
+Authorization header; an unknown key closes it with 4403. Operations then run with the key's
+scopes and the configured Plivo credential.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.unset import UnsetType
+
+from gateway.errors import Unauthenticated
+from gateway.operations import Authenticator, Caller, Pipeline, Principal
+from gateway.web.graphql_http import RequestError, params_from
+
+logger = logging.getLogger(__name__)
+MESSAGE_TOO_BIG = 1009  # RFC 6455
+
+
+@dataclass
+class Connection:
+    """One websocket: the upgrade's Authorization, the init payload, the caller once accepted."""
+
+    upgrade_authorization: str | None
+    connection_params: dict[str, object] | None = None
+    principal: Principal | None = None
+
+
+class PipelineStreams:
+    """What Strawberry's protocol handler calls its schema: every operation to the pipeline."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def stream(
+        self,
+        query: object,
+        variable_values: object = None,
+        context_value: Connection | None = None,
+        root_value: object = None,
+        operation_name: object = None,
+        **_: object,
+    ) -> AsyncIterator[Any]:
+        """The operation's results; its own Context is made by the pipeline."""
+        principal = context_value.principal if context_value is not None else None
+        if principal is None:  # Strawberry sends nothing before connection_ack
+            raise RuntimeError("an operation before the connection was accepted")
+        source = {"query": query, "variables": variable_values, "operationName": operation_name}
+        try:
+            request = params_from(source, variables_encoded=False)
+        except RequestError as exc:
+            return _refused(exc)
+        return self.pipeline.stream(request, Caller(principal))
+
+
+async def _refused(exc: RequestError) -> AsyncIterator[Any]:
+    yield PreExecutionError(
+        data=None, errors=[GraphQLError(str(exc), extensions={"code": exc.code})]
+    )
+
+
+class Subscriptions(GraphQL[Connection, None]):
+    """Strawberry's websocket transport, with our API keys and the pipeline behind it."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        authenticator: Authenticator,
+        origins: Sequence[str] = (),
+    ) -> None:
+        super().__init__(
+            PipelineStreams(pipeline),  # type: ignore[arg-type]
+            graphql_ide=None,
+            subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+            connection_init_wait_timeout=timedelta(seconds=10),
+            max_subscriptions_per_connection=20,
+            # Pages on other origins may open a websocket only when CORS allows them too.
+            allowed_origins=origins,
+        )
+        self._authenticator = authenticator
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Connection:
+        return Connection(request.headers.get("authorization"))
+
+    async def on_ws_connect(self, context: Connection) -> UnsetType | dict[str, object] | None:
+        params = context.connection_params or {}
+        given = params.get("Authorization") or params.get("authorization")
+        if not isinstance(given, str):
+            given = context.upgrade_authorization
+        try:
+            context.principal = self._authenticator.principal({"authorization": given or ""})
+        except Unauthenticated as exc:
+            logger.info("websocket refused: %s", exc)
+            raise ConnectionRejectionError() from exc
+        return None
+
+
+class MessageLimit:
+    """Closes a websocket (1009) on a message over `max_bytes`, before anything reads it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        closed = False
+
+        async def limited() -> Message:
+            nonlocal closed
+            message = await receive()
+            if message["type"] == "websocket.receive" and _is_over(message, self.max_bytes):
+                logger.info("websocket closed: a message over %d bytes", self.max_bytes)
+                await send(
+                    {"type": "websocket.close", "code": MESSAGE_TOO_BIG, "reason": "too large"}
+                )
+                closed = True
+                return {"type": "websocket.disconnect", "code": MESSAGE_TOO_BIG}
+            return message
+
+        async def guarded(message: Message) -> None:
+            if not closed:  # after our close, the app's own goodbye has nowhere to go
+                await send(message)
+
+        await self.app(scope, limited, guarded)
+
+
+def _is_over(message: Message, limit: int) -> bool:
+    data = message.get("bytes")
+    if data is not None:
+        return len(data) > limit
+    text = message.get("text") or ""
+    if len(text) > limit:  # every character is a byte at least
+        return True
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
