@@ -1,5 +1,5 @@
-"""Headless Chromium drives GraphiQL served by `plivo-gateway demo`: a query, and a
-subscription that follows a verification to its end."""
+"""Headless Chromium drives GraphiQL served by `plivo-gateway demo`: a query, a document
+replaced and run at once, and a subscription that follows a verification to its end."""
 
 from __future__ import annotations
 
@@ -47,6 +47,24 @@ class Demo:
         self.page.locator(".graphiql-execute-button").click()
         return self.page.locator(".result-window")
 
+    def replace_and_run(self, document: str, marker: str) -> str:
+        """Replace the query editor's text as a paste does, press run with no pause, and
+        return the answer once it holds `marker` or an error (within 15 s)."""
+        self.page.locator(".graphiql-query-editor .CodeMirror").click()
+        self.page.keyboard.press("ControlOrMeta+A")
+        self.page.keyboard.insert_text(document)
+        self.page.locator(".graphiql-execute-button").click()
+        self.page.wait_for_function(
+            """marker => {
+                const text = document.querySelector(".result-window").textContent;
+                return text.includes(marker) || text.includes('"errors"');
+            }""",
+            arg=marker,
+            timeout=15_000,
+        )
+        text: str = self.page.locator(".result-window").inner_text()
+        return text.replace("\xa0", " ")  # the answer's editor indents with no-break spaces
+
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
@@ -92,6 +110,28 @@ def test_graphiql_runs_the_example_query_offline(demo: Demo) -> None:
     text = result.inner_text()
     assert '"status": "EXPIRED"' in text
     assert '"charge": "0.03300"' in text
+    assert [url for url in demo.offsite if not url.startswith("data:")] == []
+
+
+def test_graphiql_runs_a_replaced_document_at_once(demo: Demo) -> None:
+    """GraphiQL settles the operation name 100 ms after an edit; a run before that must
+    still send a name the new document has (or none), never the old document's."""
+    demo.page.goto(f"{demo.url}/graphql", wait_until="networkidle")
+    uuid = fixtures.DOCS_EXAMPLE_UUID
+    for i in range(10):
+        documents = {
+            # anonymous, after a named operation (the preloaded Session, then Again{i-1})
+            f"anon{i}": f'{{ anon{i}: session(uuid: "{uuid}") {{ status }} }}',
+            # named, after an anonymous one
+            f"other{i}": f'query Other{i} {{ other{i}: session(uuid: "{uuid}") {{ status }} }}',
+            # named, after another named one
+            f"again{i}": f'query Again{i} {{ again{i}: session(uuid: "{uuid}") {{ status }} }}',
+        }
+        for marker, document in documents.items():
+            text = demo.replace_and_run(document, f'"{marker}"')
+            assert "no operation with that name" not in text, (i, document, text)
+            assert f'"{marker}": {{' in text, (i, document, text)
+            assert '"status": "EXPIRED"' in text, (i, document, text)
     assert [url for url in demo.offsite if not url.startswith("data:")] == []
 
 
