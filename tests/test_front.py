@@ -83,15 +83,16 @@ async def test_a_bug_in_the_direct_path_is_a_masked_500_with_a_request_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from starlette.applications import Starlette
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import Receive, Scope
 
     from gateway.observability import AccessLog, RequestIds
     from gateway.web import FrontDoor
 
-    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
-        raise RuntimeError("secret detail")
+    class Broken:
+        async def reply(self, scope: Scope, receive: Receive) -> Any:
+            raise RuntimeError("secret detail")
 
-    door = FrontDoor(Starlette(), broken, access_log=AccessLog("json"), request_ids=RequestIds())
+    door = FrontDoor(Starlette(), Broken(), access_log=AccessLog("json"), request_ids=RequestIds())
     transport = httpx.ASGITransport(app=door)
     async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
         response = await client.post("/graphql", json=BODY)

@@ -101,9 +101,23 @@ def field_tables(schema: GraphQLSchema, root: str) -> Tables:
             if isinstance(named, GraphQLObjectType):
                 table[name] = Field(attribute, None, named.name, is_list)
                 pending.append(named.name)
-            elif isinstance(named, GraphQLScalarType | GraphQLEnumType):
+            elif isinstance(named, GraphQLEnumType):
+                table[name] = Field(attribute, _enum_serializer(named), None, is_list)
+            elif isinstance(named, GraphQLScalarType):
                 table[name] = Field(attribute, named.serialize, None, is_list)
     return tables
+
+
+def _enum_serializer(enum: GraphQLEnumType) -> Callable[[Any], Any]:
+    """The enum's own serializer, with its values' names looked up first (a dict read)."""
+    names = {value.value: name for name, value in enum.values.items()}
+    serialize = enum.serialize
+
+    def by_name(value: Any) -> Any:
+        name = names.get(value)
+        return name if name is not None else serialize(value)
+
+    return by_name
 
 
 class FastPath:

@@ -11,66 +11,69 @@ no policy: the transport and the pipeline decide everything.
 from __future__ import annotations
 
 import logging
+import time
+from typing import Protocol
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.observability import AccessLog, RequestContextMiddleware, RequestIds
-from gateway.web.graphql_http import RequestError, error_response
+from gateway.observability import AccessLog, RequestIds
+from gateway.request_context import request_id
+from gateway.web.graphql_http import Reply, RequestError, error_reply
 
 logger = logging.getLogger(__name__)
 GRAPHQL_PATH = "/graphql"
+MASKED = error_reply(RequestError(500, "INTERNAL_SERVER_ERROR", "Internal server error"))
+
+
+class Replier(Protocol):
+    """What answers /graphql: GraphQL over HTTP."""
+
+    async def reply(self, scope: Scope, receive: Receive) -> Reply: ...
 
 
 class FrontDoor:
-    """Routes /graphql directly (`graphql` None: never); everything else to `app`."""
+    """Sends /graphql straight to `graphql` (None: never); everything else to `app`."""
 
     def __init__(
         self,
         app: ASGIApp,
-        graphql: ASGIApp | None,
+        graphql: Replier | None,
         *,
         access_log: AccessLog,
         request_ids: RequestIds,
     ) -> None:
-        self.app = app
-        self.direct = (
-            RequestContextMiddleware(Masked(graphql), None, access_log, request_ids)
-            if graphql is not None
-            else None
-        )
+        self.app, self.graphql = app, graphql
+        self.access_log, self.request_ids = access_log, request_ids
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.direct is not None
-            and scope["type"] == "http"
-            and scope["path"] == GRAPHQL_PATH
-            and scope["method"] in ("GET", "POST")
-            and not any(name == b"origin" for name, _ in scope["headers"])
-        ):
-            await self.direct(scope, receive, send)
+        if self.graphql is None or scope["type"] != "http" or scope["path"] != GRAPHQL_PATH:
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
-
-
-class Masked:
-    """A bug below becomes a logged traceback and a masked 500, never a dropped connection."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        given: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"origin":  # CORS is the app's to answer
+                await self.app(scope, receive, send)
+                return
+            if name == b"x-request-id" and given is None:
+                given = value
+        if scope["method"] not in ("GET", "POST"):
+            await self.app(scope, receive, send)
+            return
+        # The transport's reply with a request id and an access-log line; a bug is a 500.
+        started = time.perf_counter()
+        rid = self.request_ids.accept(given)
+        token = request_id.set(rid)
+        status = 500
         try:
-            await self.app(scope, receive, watched)
-        except Exception:
-            logger.exception("unexpected error serving %s %s", scope["method"], scope["path"])
-            if started:
-                raise
-            masked = RequestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
-            await error_response(masked)(scope, receive, send)
+            try:
+                reply = await self.graphql.reply(scope, receive)
+            except Exception:
+                logger.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+                reply = MASKED
+            status = reply.status
+            await send(reply.start(rid))
+            await send({"type": "http.response.body", "body": reply.body})
+        finally:
+            seconds = time.perf_counter() - started
+            self.access_log.write(scope["method"], scope["path"], status, seconds, rid)
+            request_id.reset(token)

@@ -15,13 +15,12 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import orjson
-from starlette.datastructures import Headers
-from starlette.responses import HTMLResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import (
     BadCredentialHeaders,
@@ -70,6 +69,33 @@ class RequestError(Exception):
         super().__init__(message)
 
 
+@dataclass(slots=True)
+class Reply:
+    """A whole HTTP response, sent as two raw ASGI messages."""
+
+    status: int
+    body: bytes
+    media_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def start(self, request_id: str | None = None) -> Message:
+        """The `http.response.start` message; `request_id` adds X-Request-ID."""
+        raw = [
+            (b"content-type", self.media_type.encode()),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        if self.headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers]
+        if request_id is not None:
+            raw.append((b"x-request-id", request_id.encode()))
+        return {"type": "http.response.start", "status": self.status, "headers": raw}
+
+    async def send(self, send: Send) -> None:
+        """Send it as it is."""
+        await send(self.start())
+        await send({"type": "http.response.body", "body": self.body})
+
+
 class RequestObserver(Protocol):
     """Hears about every GraphQL request (metrics implement it)."""
 
@@ -95,19 +121,18 @@ class GraphQLHTTP:
         self.graphiql_html = graphiql_html
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.respond(scope, receive)
-        await response(scope, receive, send)
+        await (await self.reply(scope, receive)).send(send)
 
-    async def respond(self, scope: Scope, receive: Receive) -> Response:
-        """The response to one request."""
+    async def reply(self, scope: Scope, receive: Receive) -> Reply:
+        """The reply to one request."""
         started = time.perf_counter()
         operation, outcome = "-", "ok"
         try:
-            headers = Headers(scope=scope)
+            headers = _headers(scope)
             method = scope["method"]
             if self._wants_graphiql(method, scope, headers):
                 assert self.graphiql_html is not None
-                return HTMLResponse(self.graphiql_html)
+                return Reply(200, self.graphiql_html.encode(), "text/html; charset=utf-8")
             media_type = negotiate(headers.get("accept"))
             principal, credential = self._caller(headers)
             raw = (
@@ -121,7 +146,7 @@ class GraphQLHTTP:
             if cached is not None:
                 operation = cached.label
                 self.observer.response_cached()
-                return Response(cached.body(time.time()), media_type=media_type)
+                return Reply(200, cached.body(time.time()), media_type)
             payload = _payload(method, raw)
             items = payload if isinstance(payload, list) else [payload]
             requests = [_operation(item, method) for item in items]
@@ -136,19 +161,19 @@ class GraphQLHTTP:
             result = answer.results[0]
             status = 400 if result.request_error and media_type == GRAPHQL_RESPONSE else 200
             if result.encoded is not None:
-                return Response(result.encoded, status_code=status, media_type=media_type)
+                return Reply(status, result.encoded, media_type)
             return json_response(result.body, status, media_type)
         except GatewayError as exc:
             error = refused(exc, scope["method"])
             outcome = error.code
-            return error_response(error)
+            return error_reply(error)
         except RequestError as exc:
             outcome = exc.code
-            return error_response(exc)
+            return error_reply(exc)
         finally:
             self.observer.request(operation, outcome, time.perf_counter() - started)
 
-    def _wants_graphiql(self, method: str, scope: Scope, headers: Headers) -> bool:
+    def _wants_graphiql(self, method: str, scope: Scope, headers: Mapping[str, str]) -> bool:
         return (
             self.graphiql_html is not None
             and method == "GET"
@@ -156,11 +181,11 @@ class GraphQLHTTP:
             and "text/html" in headers.get("accept", "")
         )
 
-    def _caller(self, headers: Headers) -> tuple[Principal, Credential | None]:
+    def _caller(self, headers: Mapping[str, str]) -> tuple[Principal, Credential | None]:
         principal = self.authenticator.principal(headers)
         return principal, pass_through(headers, principal)
 
-    async def _body(self, headers: Headers, receive: Receive) -> bytes:
+    async def _body(self, headers: Mapping[str, str], receive: Receive) -> bytes:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != JSON:
             raise RequestError(415, "BAD_REQUEST", "POST bodies must be application/json")
@@ -174,6 +199,32 @@ class GraphQLHTTP:
                 extensions=extensions,
             )
         return body
+
+
+# The request headers the transport reads; names arrive lowercased.
+_WANTED = {
+    name.encode(): name
+    for name in (
+        "accept",
+        "authorization",
+        "cache-control",
+        "content-length",
+        "content-type",
+        "idempotency-key",
+        "x-plivo-auth-id",
+        "x-plivo-auth-token",
+    )
+}
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The headers the transport reads; the first of a repeated header counts."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = _WANTED.get(name)
+        if key is not None and key not in found:
+            found[key] = value.decode("latin-1")
+    return found
 
 
 def refused(exc: GatewayError, method: str) -> RequestError:
@@ -247,13 +298,13 @@ def negotiate(accept: str | None) -> str:
     raise RequestError(406, "BAD_REQUEST", f"responses are {GRAPHQL_RESPONSE} or {JSON}")
 
 
-def json_response(body: object, status: int = 200, media_type: str = JSON) -> Response:
-    """A JSON response of `body`."""
+def json_response(body: object, status: int = 200, media_type: str = JSON) -> Reply:
+    """A JSON reply of `body`."""
     try:
         content = orjson.dumps(body)
     except TypeError:  # a lone surrogate, say, echoed from the request: escape it instead
         content = json.dumps(body, separators=(",", ":")).encode()
-    return Response(content, status_code=status, media_type=media_type)
+    return Reply(status, content, media_type)
 
 
 def is_no_cache(cache_control: str) -> bool:
@@ -261,13 +312,12 @@ def is_no_cache(cache_control: str) -> bool:
     return any(part.strip() == "no-cache" for part in cache_control.lower().split(","))
 
 
-def error_response(error: RequestError) -> Response:
+def error_reply(error: RequestError) -> Reply:
     """A request-level error in the GraphQL response shape."""
     extensions = {"code": error.code, **error.extensions}
     body = {"errors": [{"message": str(error), "extensions": extensions}]}
-    response = json_response(body, error.status)
-    response.headers.update(error.headers)
-    return response
+    reply = json_response(body, error.status)
+    return Reply(reply.status, reply.body, reply.media_type, tuple(error.headers.items()))
 
 
 def retry_after_header(seconds: float) -> dict[str, str]:
