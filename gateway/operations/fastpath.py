@@ -104,20 +104,31 @@ def field_tables(schema: GraphQLSchema, root: str) -> Tables:
             elif isinstance(named, GraphQLEnumType):
                 table[name] = Field(attribute, _enum_serializer(named), None, is_list)
             elif isinstance(named, GraphQLScalarType):
-                table[name] = Field(attribute, named.serialize, None, is_list)
+                table[name] = Field(attribute, _scalar_serializer(named), None, is_list)
     return tables
 
 
 def _enum_serializer(enum: GraphQLEnumType) -> Callable[[Any], Any]:
-    """The enum's own serializer, with its values' names looked up first (a dict read)."""
-    names = {value.value: name for name, value in enum.values.items()}
+    """The enum's own serializer, its answer for each value remembered (values are few)."""
+    names: dict[Any, Any] = {}
     serialize = enum.serialize
 
-    def by_name(value: Any) -> Any:
+    def remembered(value: Any) -> Any:
         name = names.get(value)
-        return name if name is not None else serialize(value)
+        if name is None:
+            name = names[value] = serialize(value)
+        return name
 
-    return by_name
+    return remembered
+
+
+def _scalar_serializer(scalar: GraphQLScalarType) -> Callable[[Any], Any]:
+    """The scalar's own serializer; a str given to String or ID is returned as it is (as
+    graphql-core's serializers do) without the call."""
+    serialize = scalar.serialize
+    if scalar.name not in ("String", "ID"):
+        return serialize
+    return lambda value: value if type(value) is str else serialize(value)
 
 
 class FastPath:
