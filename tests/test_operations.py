@@ -50,6 +50,22 @@ def test_a_document_is_parsed_once_and_kept(monkeypatch: pytest.MonkeyPatch) -> 
     assert parsed == [query]
 
 
+def test_the_document_cache_holds_at_most_its_share_of_memory() -> None:
+    import tracemalloc
+
+    kept = Documents(SCHEMA, max_tokens=2000, max_depth=8)  # the default bounds
+    dense = ["{" + "a " * 1990 + "} # " + str(i) for i in range(100)]  # 4 kB, ~1 MB of tree
+    tracemalloc.start()
+    try:
+        for text in dense:
+            kept.get(text)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(kept) < len(dense)  # 256 KiB of text: the character budget bounds them
+    assert held < 85 * 1024 * 1024  # all 100 would hold about 108 MB
+
+
 def test_the_document_cache_is_bounded_by_count_and_by_size() -> None:
     kept = documents(max_documents=2)
     first, _, last = (kept.get(f"query {name} {{ __typename }}") for name in "ABC")
