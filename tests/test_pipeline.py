@@ -273,3 +273,32 @@ async def test_production_websocket_errors_suggest_nothing(production: bool) -> 
             ]
     suggested = [message for message in errors if "Did you mean" in message]
     assert suggested == [] if production else len(suggested) == len(errors), errors
+
+
+async def test_a_client_that_completes_a_subscription_ends_its_watch(
+    stack: tuple[str, Simulator],
+) -> None:
+    from tests.conftest import eventually
+    from tests.test_subscriptions import WATCH
+
+    url, _ = stack
+    started = mutate(url, START, {"r": "919999002101"})["startVerification"]["sessionUuid"]
+
+    async def watched() -> str:
+        async with httpx.AsyncClient(base_url=url) as client:
+            text = (await client.get("/metrics")).text
+        return next(line for line in text.splitlines() if line.startswith("gateway_watched_"))
+
+    async with socket(url, AUTH) as ws:
+        await messages(ws, "connection_ack")
+        payload = {"query": WATCH, "variables": {"uuid": started}}
+        await ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+        first = (await messages(ws, "next"))[-1]
+        assert first["payload"]["data"]["sessionUpdated"]["status"] == "IN_PROGRESS"
+        assert await watched() == "gateway_watched_sessions 1.0"
+        await ws.send_json({"id": "1", "type": "complete"})
+
+        async def released() -> bool:
+            return await watched() == "gateway_watched_sessions 0.0"
+
+        assert await eventually(released)  # the socket is still open

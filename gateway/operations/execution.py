@@ -7,7 +7,7 @@ operation loaded is served to the next as if it were fresh.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +99,7 @@ class Executor:
         )
         return Result(render(result), is_request_error(result), context, prepared.label)
 
-    async def stream(self, prepared: Prepared, caller: Caller) -> AsyncIterator[Any]:
+    async def stream(self, prepared: Prepared, caller: Caller) -> AsyncGenerator[Any, None]:
         """A subscription's results as Strawberry streams them."""
         context = self.context_for(prepared, caller)
         request = prepared.request

@@ -19,6 +19,7 @@ errors of one operation (syntax, validation, choice of operation) are that opera
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -125,11 +126,12 @@ class Pipeline:
                 data=body.get("data"), errors=_as_errors(body), extensions=body.get("extensions")
             )
             return
-        async for item in self.executor.stream(prepared, caller):
-            if not self.suggestions and getattr(item, "errors", None):
-                for error in item.errors:
-                    error.message = without_suggestions(error.message)
-            yield item
+        async with aclosing(self.executor.stream(prepared, caller)) as items:
+            async for item in items:  # closed with this one: the watch ends when the client does
+                if not self.suggestions and getattr(item, "errors", None):
+                    for error in item.errors:
+                        error.message = without_suggestions(error.message)
+                yield item
 
     def refusal(self, exc: GatewayError) -> GraphQLError:
         """A refusal as a GraphQL error in the contract."""
