@@ -121,19 +121,12 @@ def _again(refusal: LimitExceeded) -> LimitExceeded:
     return LimitExceeded(refusal.limit, refusal.maximum)
 
 
-def _fragments(document: Document) -> dict[str, FragmentDefinitionNode]:
-    assert document.node is not None
-    return {
-        d.name.value: d for d in document.node.definitions if isinstance(d, FragmentDefinitionNode)
-    }
-
-
 class _Cost:
     """The cost of a selection set on a type: its fields' costs, nested ones included."""
 
     def __init__(self, admission: Admission, document: Document) -> None:
         self.schema, self.costs = admission.schema, admission.costs
-        self.fragments = _fragments(document)
+        self.fragments = document.fragments
         self.memo: dict[str, int] = {}
         self.visiting: set[str] = set()
 
@@ -169,7 +162,7 @@ class _Shape:
     """Depth and alias count of selection sets, fragments expanded once each."""
 
     def __init__(self, document: Document) -> None:
-        self.fragments = _fragments(document)
+        self.fragments = document.fragments
         self.memo: dict[str, tuple[int, int]] = {}
         self.visiting: set[str] = set()
 

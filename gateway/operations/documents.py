@@ -14,6 +14,7 @@ from typing import Any
 from graphql import (
     ASTValidationRule,
     DocumentNode,
+    FragmentDefinitionNode,
     GraphQLError,
     GraphQLSchema,
     GraphQLSyntaxError,
@@ -45,16 +46,16 @@ class OperationRequest:
 class Document:
     """One document text: its syntax tree or why it has none, and what was derived from it."""
 
-    __slots__ = ("errors", "failure", "memo", "node", "operations", "text")
+    __slots__ = ("errors", "failure", "fragments", "memo", "node", "operations", "text")
 
     def __init__(self, text: str, node: DocumentNode | None, failure: Exception | None) -> None:
         self.text, self.node, self.failure = text, node, failure
         self.errors: list[GraphQLError] | None = None  # validation's, once it ran
-        self.operations = (
-            [d for d in node.definitions if isinstance(d, OperationDefinitionNode)]
-            if node is not None
-            else []
-        )
+        definitions = node.definitions if node is not None else ()
+        self.operations = [d for d in definitions if isinstance(d, OperationDefinitionNode)]
+        self.fragments = {
+            d.name.value: d for d in definitions if isinstance(d, FragmentDefinitionNode)
+        }
         self.memo: dict[object, Any] = {}  # admission's measures, execution's plans
 
     def operation(self, name: str | None) -> OperationDefinitionNode:

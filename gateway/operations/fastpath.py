@@ -23,7 +23,6 @@ from graphql import (
     DirectiveNode,
     DocumentNode,
     FieldNode,
-    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLEnumType,
     GraphQLList,
@@ -150,7 +149,7 @@ class FastPath:
         key = (FastPath, id(operation))
         if key not in document.memo:
             served = operation.operation == OperationType.QUERY and document.node is not None
-            document.memo[key] = Plan(self, document.node, operation) if served else None  # type: ignore[arg-type]
+            document.memo[key] = Plan(self, document, operation) if served else None
         plan: Plan | None = document.memo[key]
         return plan
 
@@ -175,15 +174,14 @@ class Plan:
     """One validated query operation."""
 
     def __init__(
-        self, fast: FastPath, document: DocumentNode, operation: OperationDefinitionNode
+        self, fast: FastPath, document: Document, operation: OperationDefinitionNode
     ) -> None:
+        assert document.node is not None
         self.schema, self.tables, self.convert = fast._schema, fast.tables, fast.convert
         self.root_type = fast.root_type
         self.operation = operation
-        self.fragments = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-        }
-        self.conditions = sorted(_condition_variables(document))
+        self.fragments = document.fragments
+        self.conditions = sorted(_condition_variables(document.node))
         self._layouts: dict[tuple[Any, ...], Layout] = {}
         self._string_variables = _string_variables(operation)
 

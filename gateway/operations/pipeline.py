@@ -116,6 +116,7 @@ class Pipeline:
             yield PreExecutionError(data=None, errors=[self.refusal(exc)])
             return
         if not isinstance(prepared, Prepared):
+            self._finish(prepared.body)
             yield PreExecutionError(data=None, errors=_as_errors(prepared.body))
             return
         if prepared.operation.operation != OperationType.SUBSCRIPTION:
@@ -135,7 +136,7 @@ class Pipeline:
 
     def refusal(self, exc: GatewayError) -> GraphQLError:
         """A refusal as a GraphQL error in the contract."""
-        return GraphQLError(self._message(str(exc)), extensions=gateway_error_extensions(exc))
+        return GraphQLError(str(exc), extensions=gateway_error_extensions(exc))
 
     def _prepare(
         self, request: OperationRequest, allowed: Collection[OperationType]
@@ -157,9 +158,7 @@ class Pipeline:
 
     def _failed(self, errors: Sequence[Any], *, validation: bool) -> Result:
         contract = [to_contract(error, validation_failed=validation) for error in errors]
-        body: dict[str, Any] = {"errors": [dict(error.formatted) for error in contract]}
-        self._finish(body)
-        return Result(body, request_error=True)
+        return Result({"errors": [dict(error.formatted) for error in contract]}, request_error=True)
 
     def _refetch(self, caller: Caller) -> None:
         if not caller.refresh:
@@ -173,13 +172,11 @@ class Pipeline:
             )
 
     def _finish(self, body: dict[str, Any]) -> None:
+        """In production, no message suggests a name of the schema (our own never do)."""
         if self.suggestions:
             return
         for error in body.get("errors", ()):
             error["message"] = without_suggestions(error["message"])
-
-    def _message(self, message: str) -> str:
-        return message if self.suggestions else without_suggestions(message)
 
     def _keep(self, key: bytes, result: Result) -> None:
         """Keep a lone answer with no errors made of fresh copies; its data serialised once."""

@@ -71,8 +71,7 @@ class FrontDoor:
                 logger.exception("unexpected error serving %s %s", scope["method"], scope["path"])
                 reply = MASKED
             status = reply.status
-            await send(reply.start(rid))
-            await send({"type": "http.response.body", "body": reply.body})
+            await reply.send(send, rid)
         finally:
             seconds = time.perf_counter() - started
             self.access_log.write(scope["method"], scope["path"], status, seconds, rid)

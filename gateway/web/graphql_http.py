@@ -90,9 +90,9 @@ class Reply:
             raw.append((b"x-request-id", request_id.encode()))
         return {"type": "http.response.start", "status": self.status, "headers": raw}
 
-    async def send(self, send: Send) -> None:
-        """Send it as it is."""
-        await send(self.start())
+    async def send(self, send: Send, request_id: str | None = None) -> None:
+        """Send it; `request_id` adds X-Request-ID."""
+        await send(self.start(request_id))
         await send({"type": "http.response.body", "body": self.body})
 
 
@@ -247,7 +247,7 @@ def refused(exc: GatewayError, method: str) -> RequestError:
     return RequestError(status, code, str(exc), extensions=extensions, headers=headers)
 
 
-def _payload(method: str, raw: bytes) -> object:
+def _payload(method: str, raw: bytes) -> Any:
     if method == "GET":
         return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
     try:
@@ -317,7 +317,8 @@ def error_reply(error: RequestError) -> Reply:
     extensions = {"code": error.code, **error.extensions}
     body = {"errors": [{"message": str(error), "extensions": extensions}]}
     reply = json_response(body, error.status)
-    return Reply(reply.status, reply.body, reply.media_type, tuple(error.headers.items()))
+    reply.headers = tuple(error.headers.items())
+    return reply
 
 
 def retry_after_header(seconds: float) -> dict[str, str]:

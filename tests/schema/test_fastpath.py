@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from graphql import OperationDefinitionNode, parse
 from graphql.execution.values import get_variable_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -277,10 +276,8 @@ def test_what_it_does_not_know_falls_through_before_any_io() -> None:
 def test_variables_are_coerced_as_graphql_core_coerces_them(
     declared: str, variables: dict[str, Any]
 ) -> None:
-    query = f"query Op({declared}) {{ session(uuid: $u) {{ status }} }}"
-    document = parse(query)
-    operation = document.definitions[0]
-    assert isinstance(operation, OperationDefinitionNode)
+    document = DOCUMENTS.get(f"query Op({declared}) {{ session(uuid: $u) {{ status }} }}")
+    operation = document.operations[0]
     expected = get_variable_values(SCHEMA._schema, operation.variable_definitions or (), variables)
     assert not isinstance(expected, list)
     assert Plan(FAST, document, operation).coerce(variables) == expected.coerced
@@ -288,11 +285,9 @@ def test_variables_are_coerced_as_graphql_core_coerces_them(
 
 @pytest.mark.parametrize("variables", [{}, {"u": None}, {"u": ["x"]}, {"u": 1.5}])
 def test_invalid_variables_are_left_to_normal_execution(variables: dict[str, Any]) -> None:
-    document = parse("query Op($u: ID!) { session(uuid: $u) { status } }")
-    operation = document.definitions[0]
-    assert isinstance(operation, OperationDefinitionNode)
+    document = DOCUMENTS.get("query Op($u: ID!) { session(uuid: $u) { status } }")
     with pytest.raises(Unsupported):
-        Plan(FAST, document, operation).coerce(variables)
+        Plan(FAST, document, document.operations[0]).coerce(variables)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
