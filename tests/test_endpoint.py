@@ -149,6 +149,14 @@ async def test_browser_get_opens_graphiql(gateway: httpx.AsyncClient) -> None:
     assert fixtures.DOCS_EXAMPLE_UUID in response.text
 
 
+async def test_a_browser_get_with_an_empty_query_is_a_request_not_graphiql(
+    gateway: httpx.AsyncClient,
+) -> None:
+    response = await gateway.get("/graphql?query=", headers={"accept": "text/html,*/*"})
+    assert response.status_code == 400
+    assert error_code(response) == "BAD_REQUEST"
+
+
 async def test_production_serves_no_graphiql(simulator: Simulator) -> None:
     settings = make_settings(simulator.url, GATEWAY_ENV="production")
     async with gateway_client(settings) as client:

@@ -177,7 +177,7 @@ class GraphQLHTTP:
         return (
             self.graphiql_html is not None
             and method == "GET"
-            and "query" not in dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            and "query" not in _payload(method, scope.get("query_string", b""))
             and "text/html" in headers.get("accept", "")
         )
 
