@@ -15,9 +15,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
-from gateway.cache import SessionCache, create_cache
-from gateway.changes import Changes
 from gateway.config import Settings
+from gateway.fleet import Changes, Fleet, KeyedRate, open_fleet
 from gateway.metrics import Metrics
 from gateway.observability import AccessLog, RequestContextMiddleware, RequestIds, sdk_configured
 from gateway.operations import (
@@ -33,13 +32,12 @@ from gateway.operations import (
 from gateway.plivo.client import DEFAULT_HEADERS, Credential, create_http_client
 from gateway.plivo.resilience import RetryPolicy
 from gateway.plivo.transport import AiohttpUpstream, HttpxUpstream, UpstreamHTTP
-from gateway.ratelimit import RefreshLimiter
 from gateway.schema import SchemaOptions, build_schema
 from gateway.schema.context import Context
-from gateway.services import BreakerPolicy, SessionServices
-from gateway.sessions import CachePolicy
-from gateway.verification import FlowPolicy
-from gateway.watch import SessionWatcher
+from gateway.verify.flow import FlowPolicy
+from gateway.verify.services import BreakerPolicy, SessionServices
+from gateway.verify.sessions import CachePolicy
+from gateway.verify.watch import SessionWatcher
 from gateway.web import (
     CALLBACK_PATH,
     FrontDoor,
@@ -78,12 +76,15 @@ def build_upstream(
     return HttpxUpstream(client)
 
 
-def build_cache(settings: Settings) -> SessionCache:
-    """Memory by default, Redis for a fleet, or none at all (GATEWAY_CACHE_URL=none)."""
-    if settings.cache_url == "none":
-        return SessionCache()
-    return create_cache(
-        settings.cache_url, max_entries=settings.cache_max_entries, timeout=settings.cache_timeout
+def build_fleet(settings: Settings) -> Fleet:
+    """Memory by default, Redis for a fleet; GATEWAY_CACHE_URL=none: no session cache."""
+    policy = cache_policy(settings)
+    return open_fleet(
+        settings.cache_url,
+        prefix=settings.cache_prefix,
+        max_entries=settings.cache_max_entries,
+        timeout=settings.cache_timeout,
+        generation_ttl=policy.terminal_ttl + policy.keep_for,
     )
 
 
@@ -126,19 +127,19 @@ def create_app(
     metrics = Metrics()
     access = AccessLog(settings.log_format)
     ids = RequestIds()
-    refresh_limiter = RefreshLimiter(settings.refresh_per_minute)
+    fleet = build_fleet(settings)
 
     watcher = SessionWatcher(settings.watch_interval, settings.watch_max_interval)
     metrics.watching(lambda: watcher.pollers)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await fleet.start()  # ConfigError when Redis refuses us
         http = build_upstream(settings, transport)
-        cache = build_cache(settings)
-        app.state.cache = cache
+        app.state.fleet = fleet
 
         async def apply(session_uuid: str) -> None:
-            await app.state.services.forget(session_uuid)
+            fleet.entries.forget_here(session_uuid)
             responses.forget(session_uuid)
             watcher.wake(session_uuid)
 
@@ -146,11 +147,11 @@ def create_app(
             responses.clear()
             watcher.wake_all()
 
-        changes = Changes(cache, f"{settings.cache_prefix}:changes", apply, resync)
+        changes = Changes(fleet.feed, apply, resync)
         app.state.changes = changes
         app.state.services = SessionServices(
             http,
-            cache,
+            fleet,
             base_url=settings.plivo_api_url,
             default=Credential(settings.plivo_auth_id, settings.plivo_auth_token),
             cache_policy=cache_policy(settings),
@@ -176,7 +177,7 @@ def create_app(
         finally:
             listener.cancel()
             await http.close()
-            await cache.close()
+            await fleet.close()
             access.flush()
 
     def context(caller: Caller) -> Context:
@@ -196,12 +197,15 @@ def create_app(
         await starlette_app.state.changes.changed(session_uuid)
 
     async def readiness() -> dict[str, str]:
-        cache: SessionCache = starlette_app.state.cache
-        body = {"status": "ready", "cache": "ok" if await cache.is_healthy() else "degraded"}
-        if cache.shared:
-            listening = starlette_app.state.changes.listening
-            body["changes"] = "listening" if listening else "not listening"
-        return body
+        if not fleet.shared:
+            return {"status": "ready", "fleet": "this process"}
+        reachable = await fleet.is_ready()
+        listening = starlette_app.state.changes.listening
+        return {
+            "status": "ready" if reachable else "not ready",
+            "fleet": "ok" if reachable else "unreachable",
+            "changes": "listening" if listening else "not listening",
+        }
 
     production = settings.is_production
     schema = build_schema(SchemaOptions(introspection=not production))
@@ -238,7 +242,9 @@ def create_app(
         admission=Admission(schema._schema, limits),
         executor=Executor(schema, context),
         responses=responses,
-        refetches=refresh_limiter,
+        refetches=KeyedRate(
+            fleet.counters, f"{settings.cache_prefix}:refetch", (settings.refresh_per_minute, 60.0)
+        ),
         observer=metrics,
         suggestions=not production,
     )

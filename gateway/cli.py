@@ -20,10 +20,11 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from gateway import __version__
-from gateway.app import create_app
+from gateway.app import build_fleet, create_app
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.fixtures import DOCS_EXAMPLE_UUID
+from gateway.fleet import is_redis_url
 from gateway.observability import configure_logging
 from gateway.schema import build_schema
 from gateway.simulator import SimulatorSettings, create_simulator
@@ -100,11 +101,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_fleet(settings: Settings, workers: int) -> None:
+    """Refuse what would share nothing or could not share: ConfigError, one line, exit 2.
+
+    Several workers with state in memory would each keep their own idempotency records,
+    throttles and budget; a Redis that refuses our credentials or our TLS never will accept.
+    """
+    if workers > 1 and not is_redis_url(settings.cache_url):
+        raise ConfigError(
+            [
+                f"--workers {workers} keeps idempotency records, throttles and the Plivo budget "
+                "in each process: set GATEWAY_CACHE_URL=redis://... to share them"
+            ]
+        )
+
+    async def verify() -> None:
+        fleet = build_fleet(settings)
+        try:
+            await fleet.start()
+        finally:
+            await fleet.close()
+
+    if is_redis_url(settings.cache_url):
+        asyncio.run(verify())
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """`serve`: settings from the environment, then uvicorn."""
     settings = Settings.from_env()
     host = args.host or settings.host
     port = args.port or settings.port
+    check_fleet(settings, args.workers)
     if settings.auth == "none":
         logger.warning("GATEWAY_AUTH=none: every caller is served without an API key")
     logger.info(

@@ -6,6 +6,7 @@ GatewayError                     # we raised this on purpose
 │   └── InvalidSessionUuid       # a uuid that is not canonical
 ├── Throttled                    # a gateway-side rate (starts per key or recipient), retry_after
 ├── IdempotencyConflict          # the same Idempotency-Key is still being served elsewhere
+├── StateUnavailable             # shared state that protects money is unreachable, retry_after
 ├── Unauthenticated              # no API key, or an unknown one (HTTP 401)
 ├── Forbidden                    # the key lacks the scope (FORBIDDEN)
 ├── BadCredentialHeaders         # pass-through headers incomplete or malformed (HTTP 400)
@@ -50,6 +51,14 @@ class Throttled(GatewayError):
 
 class IdempotencyConflict(GatewayError):
     """A start with the same Idempotency-Key is still in flight; its result is not known yet."""
+
+
+class StateUnavailable(GatewayError):
+    """Shared state that guards money or people (idempotency records) cannot be reached now."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class InvalidSessionUuid(InvalidInput):

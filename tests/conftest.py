@@ -15,8 +15,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
-from gateway.cache import RedisSessionCache
 from gateway.config import Settings
+from gateway.fleet import Fleet, open_fleet
 from gateway.simulator import SimulatorSettings, create_simulator
 from tests.servers import serve_in_thread
 
@@ -144,15 +144,30 @@ async def graphql(
 
 
 @pytest.fixture
-async def shared_redis() -> AsyncIterator[tuple[RedisSessionCache, str]]:
-    """A cache on the real Redis at 127.0.0.1:6379 and a key prefix of the test's own."""
+def flow_sim() -> Iterator[Simulator]:
+    """A simulator that tells each session's code (for the flow's tests)."""
+    from gateway.simulator import SimulatorSettings, create_simulator
+    from tests.servers import serve_in_thread
+
+    app = create_simulator(SimulatorSettings(AUTH_ID, AUTH_TOKEN, expose_codes=True))
+    with serve_in_thread(app) as url:
+        yield Simulator(url)
+
+
+@pytest.fixture
+async def shared_redis() -> AsyncIterator[tuple[Fleet, str]]:
+    """Fleet state on the real Redis at 127.0.0.1:6379, under a key prefix of the test's own."""
     from tests.redis_server import require_shared_redis, unique_prefix
 
-    cache = RedisSessionCache(require_shared_redis(), timeout=1.0)
     prefix = unique_prefix()
-    yield cache, prefix
-    client = cache._cache.client
+    fleet = open_fleet(
+        require_shared_redis(), prefix=prefix, max_entries=1000, timeout=1.0, generation_ttl=60.0
+    )
+    assert await fleet.start()
+    yield fleet, prefix
+    assert fleet.link is not None
+    client = fleet.link.client
     keys = await client.keys(f"{prefix}*")
     if keys:
         await client.delete(*keys)
-    await cache.close()
+    await fleet.close()

@@ -57,13 +57,17 @@ def test_serve_in_front_of_simulate_over_http(tmp_path: Path) -> None:
     assert stats["by_session"] == {fixtures.DOCS_EXAMPLE_UUID: 1}
 
 
-def test_serve_with_two_workers_answers(tmp_path: Path, simulator: Simulator) -> None:
+def test_serve_with_two_workers_sharing_redis_answers(tmp_path: Path, simulator: Simulator) -> None:
+    from tests.redis_server import require_shared_redis, unique_prefix
+
     port = free_port()
     env = {
         "PLIVO_AUTH_ID": AUTH_ID,
         "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
         "PLIVO_API_URL": simulator.url,
         "GATEWAY_AUTH": "none",
+        "GATEWAY_CACHE_URL": require_shared_redis(),
+        "GATEWAY_CACHE_PREFIX": unique_prefix(),
     }
     args = ("serve", "--port", str(port), "--workers", "2")
     with process(*args, env=env, log=tmp_path / "gateway.log"):

@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from gateway import fixtures
-from gateway.cache import CacheEntry, MemorySessionCache, RedisSessionCache, SessionCache
 from gateway.errors import UpstreamFailed, UpstreamRateLimited, UpstreamRejected
+from gateway.fleet import CacheEntry, Entries, Fleet, MemoryEntries
 from gateway.plivo.client import Credential, PlivoClient, create_http_client
 from gateway.plivo.transport import HttpxUpstream
-from gateway.sessions import CachePolicy, SessionService
+from gateway.verify.sessions import CachePolicy, SessionService
 from tests.conftest import eventually
 
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
@@ -48,7 +48,7 @@ class FakePlivo:
 
 def service(
     plivo: FakePlivo,
-    cache: SessionCache,
+    cache: Entries,
     policy: CachePolicy | None = None,
     token: str = "token-a",
 ) -> SessionService:
@@ -59,8 +59,8 @@ def service(
     return SessionService(client, cache, policy or CachePolicy(), base_url=BASE_URL)
 
 
-def fresh_cache() -> MemorySessionCache:
-    return MemorySessionCache(max_entries=1000)
+def fresh_cache() -> MemoryEntries:
+    return MemoryEntries(max_entries=1000)
 
 
 async def test_terminal_sessions_are_cached_long() -> None:
@@ -210,7 +210,7 @@ async def test_keys_name_upstream_account_and_credential_digest_never_the_token(
     assert other != key
 
 
-async def check_isolation(cache: SessionCache, policy: CachePolicy) -> None:
+async def check_isolation(cache: Entries, policy: CachePolicy) -> None:
     plivo = FakePlivo(latency=0.05)
     alice = service(plivo, cache, policy, token="alice-token")
     mallory = service(plivo, cache, policy, token="mallory-token")
@@ -230,34 +230,36 @@ async def test_two_credentials_never_share_an_entry_or_a_flight_in_memory() -> N
 
 
 async def test_two_credentials_never_share_an_entry_or_a_flight_in_redis(
-    shared_redis: tuple[RedisSessionCache, str],
+    shared_redis: tuple[Fleet, str],
 ) -> None:
-    cache, prefix = shared_redis
-    await check_isolation(cache, CachePolicy(key_prefix=prefix))
+    fleet, prefix = shared_redis
+    await check_isolation(fleet.entries, CachePolicy(key_prefix=prefix))
 
 
 async def test_two_services_sharing_redis_make_one_upstream_call(
-    shared_redis: tuple[RedisSessionCache, str],
+    shared_redis: tuple[Fleet, str],
 ) -> None:
-    cache, prefix = shared_redis
+    fleet, prefix = shared_redis
     plivo = FakePlivo(latency=0.2)
     policy = CachePolicy(key_prefix=prefix)
     # Two instances of the gateway, each with its own in-process flights, one Redis.
-    first, second = service(plivo, cache, policy), service(plivo, cache, policy)
+    first, second = service(plivo, fleet.entries, policy), service(plivo, fleet.entries, policy)
     lookups = await asyncio.gather(*(s.get(UUID) for s in (first, second) for _ in range(50)))
     assert len(plivo.calls) == 1
     assert {lookup.source for lookup in lookups} == {"miss", "hit"}
 
 
 async def test_a_waiter_fetches_itself_when_the_holder_never_stores(
-    shared_redis: tuple[RedisSessionCache, str],
+    shared_redis: tuple[Fleet, str],
 ) -> None:
-    cache, prefix = shared_redis
+    fleet, prefix = shared_redis
+    assert fleet.link is not None
     policy = CachePolicy(key_prefix=prefix, fetch_lease=0.3)
     plivo = FakePlivo()
-    sessions = service(plivo, cache, policy)
+    sessions = service(plivo, fleet.entries, policy)
     lock_key = f"{prefix}:lock:{sessions.cache_key(UUID)}"
-    assert await cache.try_lock(lock_key, "a-holder-that-died", lease=0.3)
+    await fleet.link.client.hset(lock_key, "t", "a-holder-that-died")
+    await fleet.link.client.pexpire(lock_key, 300)
     lookup = await asyncio.wait_for(sessions.get(UUID), timeout=5)
     assert lookup.session is not None
     assert len(plivo.calls) == 1
@@ -269,44 +271,3 @@ async def test_logs_never_carry_the_token(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.DEBUG), pytest.raises(UpstreamFailed):
         await sessions.get(UUID)
     assert "leaky-token-value" not in caplog.text
-
-
-async def test_a_fetch_that_landed_between_our_read_and_our_lock_is_not_repeated(
-    shared_redis: tuple[RedisSessionCache, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cache, prefix = shared_redis
-    plivo = FakePlivo()
-    sessions = service(plivo, cache, CachePolicy(key_prefix=prefix))
-    other = service(plivo, cache, CachePolicy(key_prefix=prefix))  # another instance
-    real_try_lock = cache.try_lock
-    ours: list[str] = []
-
-    async def late_lock(lock_key: str, token: str, lease: float) -> bool:
-        # The other instance fetches, stores and lets go just before our lock is taken.
-        if not ours:
-            ours.append(token)
-            monkeypatch.setattr(cache, "try_lock", real_try_lock)
-            await other.get(UUID)
-        return await real_try_lock(lock_key, token, lease)
-
-    monkeypatch.setattr(cache, "try_lock", late_lock)
-    lookup = await sessions.get(UUID)
-    assert len(plivo.calls) == 1
-    assert lookup.source == "hit"
-    assert lookup.session is not None
-
-
-async def test_every_fetch_is_stored_under_its_own_flight_token() -> None:
-    # Waiters in a fleet recognise the fetch they waited on by its token: no two may share one,
-    # within a service or between services (instances) on one cache.
-    cache = fresh_cache()
-    first, second = service(FakePlivo(), cache), service(FakePlivo(), cache)
-    uuids = [f"{UUID[:-3]}{n:03d}" for n in range(3)]
-    for uuid in uuids:
-        await first.get(uuid)
-    await second.get(UUID)
-    tokens = [(await cache.get(first.cache_key(uuid))) for uuid in uuids]
-    tokens.append(await cache.get(second.cache_key(UUID)))
-    flights = [entry.flight for entry in tokens if entry is not None]
-    assert len(flights) == 4
-    assert len(set(flights)) == 4

@@ -12,13 +12,12 @@ from typing import Any, cast
 import pytest
 
 from gateway import fixtures
-from gateway.cache import SessionCache
-from gateway.changes import Changes
 from gateway.errors import UpstreamRejected, UpstreamTimeout
+from gateway.fleet import Changes, MemoClaim
 from gateway.operations.response_cache import ResponseCache
 from gateway.plivo.models import Session, parse_session
-from gateway.sessions import Lookup, SessionService
-from gateway.watch import SessionWatcher
+from gateway.verify.sessions import Lookup, SessionService
+from gateway.verify.watch import SessionWatcher
 
 UUID = fixtures.DOCS_EXAMPLE_UUID
 
@@ -123,17 +122,18 @@ async def test_a_wake_reads_at_once(everything: bool) -> None:
 
 
 @dataclass
-class Channel(SessionCache):
-    """A cache whose channel delivers the given messages, and records what is published."""
+class Channel:
+    """A feed that delivers the given messages, and records what is announced."""
 
     incoming: list[str] = field(default_factory=list)
     published: list[tuple[str, str]] = field(default_factory=list)
     outages: int = 0  # the subscription is lost and made again this many times, at the end
+    shared = True
 
-    async def publish(self, channel: str, message: str) -> None:
-        self.published.append((channel, message))
+    async def announce(self, uuid: str, message: str) -> None:
+        self.published.append((uuid, message))
 
-    async def messages(self, channel: str, listening: Callable[[bool], None]) -> AsyncIterator[str]:
+    async def messages(self, listening: Callable[[bool], None]) -> AsyncIterator[str]:
         listening(True)
         for message in self.incoming:
             yield message
@@ -152,10 +152,10 @@ async def test_changes_apply_here_tell_the_fleet_and_hear_the_others() -> None:
         applied.append(uuid)
 
     cache = Channel()
-    changes = Changes(cache, "pvg:changes", apply, lambda: None)
+    changes = Changes(cast(Any, cache), apply, lambda: None)
     await changes.changed(UUID.upper())
     assert applied == [UUID]
-    assert cache.published[0][0] == "pvg:changes"
+    assert cache.published[0][0] == UUID
     other = "8e712097-8090-4644-81e7-8f4265d8354e"
     cache.incoming = [
         cache.published[0][1],  # our own: already applied
@@ -174,7 +174,7 @@ async def test_each_subscription_drops_what_was_held_while_deaf() -> None:
 
     resyncs: list[bool] = []
     cache = Channel(outages=2)
-    changes = Changes(cache, "pvg:changes", apply, lambda: resyncs.append(changes.listening))
+    changes = Changes(cast(Any, cache), apply, lambda: resyncs.append(changes.listening))
     assert not changes.listening
     listener = asyncio.create_task(changes.listen())
     await asyncio.wait_for(changes.subscribed(), 1)
@@ -194,21 +194,24 @@ def test_the_response_cache_can_drop_everything() -> None:
     assert len(responses) == 0
 
 
-@dataclass
-class Locked(SessionCache):
-    """A shared cache whose idempotency lock is always held by someone else."""
+class Locked:
+    """Idempotency records whose every key is held by a start in flight elsewhere."""
 
-    shared = True
+    async def claim(self, key: str, marker: str, ttl: float) -> MemoClaim:
+        return MemoClaim()
 
-    async def try_lock(self, key: str, token: str, lease: float) -> bool:
-        return False
+    async def settle(self, key: str, marker: str, record: str, ttl: float) -> None:
+        raise AssertionError("nothing was sent")
+
+    async def release(self, key: str, marker: str) -> None:
+        raise AssertionError("nothing was claimed")
 
 
 async def test_a_start_whose_key_is_held_elsewhere_too_long_is_a_conflict() -> None:
     from gateway.errors import IdempotencyConflict
+    from gateway.fleet import MemoryCounters, MemoryEntries
     from gateway.plivo.flow import StartParams
-    from gateway.ratelimit import Throttle
-    from gateway.verification import FlowPolicy, VerificationService
+    from gateway.verify.flow import FlowPolicy, VerificationService
 
     class NoClient:
         async def create_session(self, params: StartParams) -> None:
@@ -217,21 +220,21 @@ async def test_a_start_whose_key_is_held_elsewhere_too_long_is_a_conflict() -> N
     async def changed(uuid: str) -> None:
         raise AssertionError("nothing changed")
 
-    cache = Locked()
     flow = VerificationService(
         cast(Any, NoClient()),
         cast(SessionService, Script([None])),
-        cache,
         FlowPolicy(lease=0.1),
+        entries=MemoryEntries(10),
+        counters=MemoryCounters(),
+        memos=Locked(),
         changed=changed,
-        throttle=Throttle(cache),
     )
     with pytest.raises(IdempotencyConflict):
         await flow.start("app", StartParams(recipient="1234567"), "key-1")
 
 
 def test_the_flow_errors_have_their_codes() -> None:
-    from gateway.errors import IdempotencyConflict, InvalidInput, Throttled
+    from gateway.errors import IdempotencyConflict, InvalidInput, StateUnavailable, Throttled
     from gateway.schema.errors import gateway_error_extensions
 
     assert gateway_error_extensions(InvalidInput("x")) == {"code": "BAD_USER_INPUT"}
@@ -240,6 +243,10 @@ def test_the_flow_errors_have_their_codes() -> None:
         "retryAfter": 1.5,
     }
     assert gateway_error_extensions(IdempotencyConflict("x")) == {"code": "CONFLICT"}
+    assert gateway_error_extensions(StateUnavailable("x", retry_after=2.0)) == {
+        "code": "STATE_UNAVAILABLE",
+        "retryAfter": 2.0,
+    }
 
 
 async def test_an_instance_watches_a_bounded_number_of_sessions() -> None:

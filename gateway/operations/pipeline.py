@@ -44,7 +44,7 @@ EVERY_OPERATION = frozenset(OperationType)
 class RefetchLimiter(Protocol):
     """How long a caller must wait before another `no-cache` refetch (None: it may now)."""
 
-    def take(self, key: str) -> float | None: ...
+    async def take(self, key: str) -> float | None: ...
 
 
 class PipelineObserver(Protocol):
@@ -93,7 +93,7 @@ class Pipeline:
     ) -> Answer:
         """One HTTP request's operations (a batch, or one); `cache_key` keeps a lone answer."""
         self.admission.batch(len(requests))
-        self._refetch(caller)
+        await self._refetch(caller)
         prepared = [self._prepare(request, allowed) for request in requests]
         self.admission.total(sum(p.cost for p in prepared if isinstance(p, Prepared)))
         results = [
@@ -160,10 +160,10 @@ class Pipeline:
         contract = [to_contract(error, validation_failed=validation) for error in errors]
         return Result({"errors": [dict(error.formatted) for error in contract]}, request_error=True)
 
-    def _refetch(self, caller: Caller) -> None:
+    async def _refetch(self, caller: Caller) -> None:
         if not caller.refresh:
             return
-        wait = self.refetches.take(caller.principal.name)
+        wait = await self.refetches.take(caller.principal.name)
         if wait is not None:
             self.observer.refresh_refused()
             raise Throttled(

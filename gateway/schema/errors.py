@@ -24,6 +24,7 @@ from gateway.errors import (
     LimitExceeded,
     OperationNotAllowed,
     OperationNotSelected,
+    StateUnavailable,
     Throttled,
     Unauthenticated,
     UpstreamError,
@@ -53,6 +54,8 @@ def gateway_error_extensions(error: GatewayError) -> dict[str, object]:
         return {"code": "UNAUTHENTICATED"}
     if isinstance(error, Throttled):
         return {"code": "RATE_LIMITED", "retryAfter": error.retry_after}
+    if isinstance(error, StateUnavailable):
+        return {"code": "STATE_UNAVAILABLE", "retryAfter": error.retry_after}
     if isinstance(error, IdempotencyConflict):
         return {"code": "CONFLICT"}
     if isinstance(error, Forbidden):

@@ -20,8 +20,13 @@ def probe_routes(readiness: Readiness, exposition: Callable[[], bytes]) -> list[
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        """Configuration loaded; the cache reachable, or degraded (queries still answered)."""
-        return JSONResponse(await readiness())
+        """Configuration loaded and the shared state reachable: 503 while it is not.
+
+        Reads would still be answered, but idempotent starts would be refused and throttles
+        decided alone: a balancer should send traffic to an instance that has them.
+        """
+        body = await readiness()
+        return JSONResponse(body, status_code=200 if body.get("status") == "ready" else 503)
 
     async def metrics(request: Request) -> Response:
         """Prometheus text format."""

@@ -187,7 +187,7 @@ def fast_run(query: str, variables: dict[str, Any], context: Context) -> Any:
 
 
 class NoLimit:
-    def take(self, key: str) -> float | None:
+    async def take(self, key: str) -> float | None:
         return None
 
     def refresh_refused(self) -> None:

@@ -9,19 +9,18 @@ result; starts are throttled per API key and per recipient.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import re
+import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from gateway.cache import SessionCache
 from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput, Throttled
+from gateway.fleet import Counters, Entries, Memos, SingleFlight, Waiting
 from gateway.plivo.flow import (
     MAX_PAGE,
     ListFilter,
@@ -32,8 +31,7 @@ from gateway.plivo.flow import (
     Validation,
 )
 from gateway.plivo.models import MalformedSession, dump_session, parse_session
-from gateway.ratelimit import Throttle
-from gateway.sessions import SessionService
+from gateway.verify.sessions import SessionService
 
 audit = logging.getLogger("gateway.audit")
 logger = logging.getLogger(__name__)
@@ -75,27 +73,6 @@ class FlowPolicy:
     lease: float = 6.0
 
 
-class Memos:
-    """Idempotent starts' results in this process, kept apart from the session cache so that
-    no burst of reads can push one out before its window ends (bounded, oldest out)."""
-
-    def __init__(self, max_entries: int = 50_000) -> None:
-        self.max_entries = max_entries
-        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
-
-    def remember(self, key: str, value: str, ttl: float) -> None:
-        self._items[key] = (value, time.monotonic() + ttl)
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
-
-    def recall(self, key: str) -> str | None:
-        item = self._items.get(key)
-        if item is None or item[1] <= time.monotonic():
-            return None
-        return item[0]
-
-
 class VerificationService:
     """List, start and validate for one credential."""
 
@@ -103,18 +80,19 @@ class VerificationService:
         self,
         client: FlowClient,
         sessions: SessionService,
-        cache: SessionCache,
         policy: FlowPolicy,
         *,
+        entries: Entries,
+        counters: Counters,
+        memos: Memos,
         changed: Callable[[str], Awaitable[None]],
-        throttle: Throttle,
         observer: FlowObserver | None = None,
     ) -> None:
-        self._client, self._sessions, self._cache = client, sessions, cache
-        self._policy, self._changed, self._throttle = policy, changed, throttle
-        self._pages: dict[str, asyncio.Task[SessionPage]] = {}
-        self._starts: dict[str, tuple[asyncio.Task[Started], str]] = {}
-        self._memos = Memos()
+        self._client, self._sessions, self._policy = client, sessions, policy
+        self._entries, self._counters, self._memos = entries, counters, memos
+        self._changed = changed
+        self._pages: SingleFlight[str, SessionPage] = SingleFlight()
+        self._starts: SingleFlight[tuple[str, str], StartOutcome] = SingleFlight()
         self._observer: FlowObserver = observer or _Unobserved()
 
     async def list(self, where: ListFilter, *, first: int, offset: int) -> SessionPage:
@@ -123,27 +101,22 @@ class VerificationService:
             raise InvalidInput(f"first must be from 1 to {MAX_PAGE} (Plivo pages 20 at a time)")
         key = f"{self._policy.key_prefix}:list:{self._sessions.namespace}:{where.digest}"
         key = f"{key}:{first}:{offset}"
-        cached = _read_page(await self._cache.recall(key), offset)
+        cached = _read_page(await self._entries.recall(key), offset)
         if cached is not None:
             return cached
-        task = self._pages.get(key)
-        if task is None:
-            task = asyncio.create_task(self._fetch_page(key, where, first, offset))
-            self._pages[key] = task
-            task.add_done_callback(lambda done: self._pages.pop(key, None))
-        return await asyncio.shield(task)
+        return await self._pages.run(key, lambda: self._fetch_page(key, where, first, offset))
 
     async def _fetch_page(
         self, key: str, where: ListFilter, first: int, offset: int
     ) -> SessionPage:
         lists = f"{self._policy.key_prefix}:lists:{self._sessions.credential.auth_id}"
-        wait = await self._throttle.take(lists, LIST_RATE)
+        wait = await self._counters.take(lists, LIST_RATE)
         if wait is not None:  # Plivo's own limit: better refused here than spent there
             raise Throttled("Plivo allows 20 list requests a minute", retry_after=round(wait, 3))
         page = await self._client.list_sessions(where, limit=first, offset=offset)
         for session in page.sessions:
             await self._sessions.store(session)
-        await self._cache.remember(key, _write_page(page), self._policy.list_ttl)
+        await self._entries.remember(key, _write_page(page), self._policy.list_ttl)
         return page
 
     async def start(
@@ -163,62 +136,53 @@ class VerificationService:
         digest = hashlib.sha256(f"{caller}\n{key}".encode()).hexdigest()
         memo = f"{self._policy.key_prefix}:idem:{self._sessions.namespace}:{digest}"
         asked = params_digest(params)
-        earlier = _read_started(await self._recall(memo), asked)
-        if earlier is None:
-            flying = self._starts.get(memo)
-            if flying is not None:  # the same key, in flight in this process
-                if flying[1] != asked:
-                    raise InvalidInput(
-                        "this Idempotency-Key was used for a start with other parameters"
-                    )
-                earlier = await asyncio.shield(flying[0])
-            elif not await self._cache.try_lock(f"{memo}:lock", digest, self._policy.lease):
-                earlier = await self._await_elsewhere(memo, asked)
-        if earlier is not None:
-            self._audit(caller, "startVerification", earlier.session_uuid, "replayed")
-            return StartOutcome(earlier, replayed=True)
-        task = asyncio.create_task(self._start(caller, params))
-        self._starts[memo] = (task, asked)
-        try:
-            started = await asyncio.shield(task)
-            record = _write_started(started, asked)
-            await self._remember(memo, record, self._policy.idempotency_window)
-            return StartOutcome(started, replayed=False)
-        finally:
-            self._starts.pop(memo, None)
-            await self._cache.unlock(f"{memo}:lock", digest)
+        joined = self._starts.in_flight((memo, asked)) is not None
+        outcome = await self._starts.run(
+            (memo, asked), lambda: self._claimed_start(caller, params, memo, asked)
+        )
+        if joined and not outcome.replayed:  # the same key, in flight in this process
+            self._audit(caller, "startVerification", outcome.started.session_uuid, "replayed")
+            return StartOutcome(outcome.started, replayed=True)
+        return outcome
 
-    async def _await_elsewhere(self, memo: str, asked: str) -> Started:
-        deadline = time.monotonic() + self._policy.lease
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            earlier = _read_started(await self._recall(memo), asked)
-            if earlier is not None:
-                return earlier
-        raise IdempotencyConflict("a start with this Idempotency-Key is still in flight")
+    async def _claimed_start(
+        self, caller: str, params: StartParams, memo: str, asked: str
+    ) -> StartOutcome:
+        """Claim the key (re-reading its record in the same step), then send or replay."""
+        marker, window = secrets.token_hex(8), self._policy.idempotency_window
+        waiting = Waiting(time.monotonic() + self._policy.lease)
+        while True:
+            claim = await self._memos.claim(memo, marker, window)
+            if claim.record is not None:
+                earlier = _read_started(claim.record, asked)
+                self._audit(caller, "startVerification", earlier.session_uuid, "replayed")
+                return StartOutcome(earlier, replayed=True)
+            if claim.mine:
+                break
+            if waiting.over:
+                raise IdempotencyConflict("a start with this Idempotency-Key is still in flight")
+            await waiting.pause(None)
+        try:
+            started = await self._start(caller, params)
+        except BaseException:
+            await self._memos.release(memo, marker)
+            raise
+        await self._memos.settle(memo, marker, _write_started(started, asked), window)
+        return StartOutcome(started, replayed=False)
 
     def _audit(self, caller: str, operation: str, session_uuid: str | None, outcome: str) -> None:
         _audit_log(caller, operation, session_uuid, outcome)
         self._observer.flow(operation, outcome)
 
-    async def _remember(self, key: str, value: str, ttl: float) -> None:
-        if self._cache.shared:
-            await self._cache.remember(key, value, ttl)
-        else:
-            self._memos.remember(key, value, ttl)
-
-    async def _recall(self, key: str) -> str | None:
-        return await self._cache.recall(key) if self._cache.shared else self._memos.recall(key)
-
     async def _start(self, caller: str, params: StartParams) -> Started:
         policy = self._policy
-        wait = await self._throttle.take(
+        wait = await self._counters.take(
             f"{policy.key_prefix}:starts:key:{caller}", policy.starts_per_key
         )
         if wait is not None:
             raise Throttled("too many starts for this API key", retry_after=round(wait, 3))
         recipient = hashlib.sha256(params.recipient.lstrip("+").encode()).hexdigest()[:32]
-        wait = await self._throttle.take(
+        wait = await self._counters.take(
             f"{policy.key_prefix}:starts:recipient:{recipient}", policy.starts_per_recipient
         )
         if wait is not None:
@@ -304,15 +268,13 @@ def _write_started(started: Started, asked: str) -> str:
     return json.dumps(record, separators=(",", ":"))
 
 
-def _read_started(raw: str | None, asked: str) -> Started | None:
+def _read_started(raw: str, asked: str) -> Started:
     """The start a memo kept; InvalidInput when it was made with other parameters."""
-    if raw is None:
-        return None
     try:
         record = json.loads(raw)
         started = Started(str(record["u"]), record.get("m"), record.get("a"))
-    except (ValueError, KeyError, TypeError):
-        return None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise IdempotencyConflict("the record of this Idempotency-Key is unreadable") from None
     if record.get("p") != asked:
         raise InvalidInput("this Idempotency-Key was used for a start with other parameters")
     return started

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from gateway.errors import Throttled, UpstreamRejected
 from gateway.plivo.models import Session, canonical_session_uuid
-from gateway.sessions import SessionService
+from gateway.verify.sessions import SessionService
 
 logger = logging.getLogger(__name__)
 _END = object()

@@ -12,14 +12,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.cache import SessionCache
+from gateway.fleet import Fleet
 from gateway.metrics import Metrics
 from gateway.plivo.client import Credential, PlivoClient
 from gateway.plivo.resilience import CircuitBreaker, ResilientClient, RetryPolicy
 from gateway.plivo.transport import UpstreamHTTP
-from gateway.ratelimit import Throttle
-from gateway.sessions import CachePolicy, SessionService
-from gateway.verification import FlowPolicy, VerificationService
+from gateway.verify.flow import FlowPolicy, VerificationService
+from gateway.verify.sessions import CachePolicy, SessionService
 
 MAX_PASS_THROUGH = 1000
 
@@ -38,7 +37,7 @@ class SessionServices:
     def __init__(
         self,
         http: UpstreamHTTP,
-        cache: SessionCache,
+        fleet: Fleet,
         *,
         base_url: str,
         default: Credential,
@@ -50,13 +49,12 @@ class SessionServices:
         flow_policy: FlowPolicy | None = None,
         changed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self._http, self._cache, self._base_url = http, cache, base_url
+        self._http, self._fleet, self._base_url = http, fleet, base_url
         self._cache_policy, self._retry_policy = cache_policy, retry_policy
         self._breaker_policy, self._metrics = breaker_policy, metrics
         self._bulkhead = asyncio.Semaphore(max_concurrency)
         self._flow_policy = flow_policy or FlowPolicy()
         self._changed = changed or self.forget
-        self._throttle = Throttle(cache)
         self.default, self._default_flow = self._build(default, name="default")
         self._pass_through: OrderedDict[str, tuple[SessionService, VerificationService]] = (
             OrderedDict()
@@ -79,9 +77,8 @@ class SessionServices:
         return [service.credential.auth_token for service in self.all()]
 
     async def forget(self, session_uuid: str) -> None:
-        """Every credential's cached copy of a session goes (a callback or mutation changed it)."""
-        for service in self.all():
-            await service.forget(session_uuid)
+        """This process's copies of a session go (without a change feed: tests)."""
+        self._fleet.entries.forget_here(session_uuid)
 
     def _pair(self, credential: Credential | None) -> tuple[SessionService, VerificationService]:
         if credential is None:
@@ -109,16 +106,22 @@ class SessionServices:
             bulkhead=self._bulkhead,
             observer=self._metrics,
         )
+        fleet = self._fleet
         sessions = SessionService(
-            client, self._cache, self._cache_policy, base_url=self._base_url, observer=self._metrics
+            client,
+            fleet.entries,
+            self._cache_policy,
+            base_url=self._base_url,
+            observer=self._metrics,
         )
         flow = VerificationService(
             client,
             sessions,
-            self._cache,
             self._flow_policy,
+            entries=fleet.entries,
+            counters=fleet.counters,
+            memos=fleet.memos,
             changed=self._changed,
-            throttle=self._throttle,
             observer=self._metrics,
         )
         return sessions, flow

@@ -1,0 +1,205 @@
+"""Changes: a session changed (a start, a validation, a status callback); the fleet hears it.
+
+The instance that learns of a change forgets its own copies (response cache, watchers), and
+announces it: with Redis, one script bumps the session's generation (every credential's cached
+copy is gone at once) and publishes the uuid on the change channel; every other instance then
+forgets its own copies too. With a single process there is no one else to tell.
+
+What is published while an instance is not subscribed (starting, or during a Redis outage) is
+lost to it, so each time it subscribes it drops what it holds of its own (`resync`: the response
+cache, and a wake for every watcher); the session cache is the shared one, already up to date.
+The same subscription carries the landed channel, on which a fetch lock's holder hands what it
+fetched to the instances waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from gateway.errors import InvalidInput
+from gateway.fleet.link import PROBE_INTERVAL, RedisLink, Unreachable
+from gateway.plivo.models import canonical_session_uuid
+
+logger = logging.getLogger(__name__)
+PING_EVERY = 5.0  # seconds of silence on the subscription before its connection is pinged
+COUNT_EVERY = 5.0  # seconds between counts of the instances listening (for local shares)
+Listening = Callable[[bool], None]
+
+
+class MemoryFeed:
+    """A single process: nobody else to tell, nothing to hear."""
+
+    shared = False
+
+    async def announce(self, uuid: str, message: str) -> None:
+        """Nothing to tell."""
+
+    async def messages(self, listening: Listening) -> AsyncIterator[str]:
+        """Nothing, ever (subscribed at once)."""
+        listening(True)
+        await asyncio.Event().wait()
+        yield ""  # pragma: no cover  (never reached: makes this an async generator)
+
+
+class RedisFeed:
+    """Redis pub/sub: the change channel, and the landed channel for fetch-lock waiters."""
+
+    shared = True
+
+    def __init__(
+        self,
+        link: RedisLink,
+        *,
+        prefix: str,
+        landed: Callable[[str], None],
+        generation_ttl: float,
+        ping_every: float = PING_EVERY,
+    ) -> None:
+        self._link, self._landed, self._ping_every = link, landed, ping_every
+        self.channel = f"{prefix}:changes"
+        self.landed_channel = f"{prefix}:landed"
+        self._prefix, self._generation_ttl = prefix, generation_ttl
+        self._counted_at = 0.0
+        self._owed: set[str] = set()  # sessions whose change is still to reach Redis
+
+    async def announce(self, uuid: str, message: str) -> None:
+        """Bump the session's generation and publish the change: one round trip."""
+        keys = [f"{self._prefix}:gen:{uuid}"]
+        args = [max(1, int(self._generation_ttl * 1000)), self.channel, message]
+
+        try:
+            await self._link.script("bump", keys, args)
+        except Unreachable:
+            if uuid not in self._owed:  # one replay per session, however often it changed
+                self._owed.add(uuid)
+                self._link.later(lambda: self._replay(uuid, keys, args))
+
+    async def _replay(self, uuid: str, keys: list[str], args: list[object]) -> None:
+        """A change that could not reach Redis reaches it now (or stays queued)."""
+        await self._link.script("bump", keys, args)
+        self._owed.discard(uuid)
+
+    async def messages(self, listening: Listening) -> AsyncIterator[str]:
+        """Change messages, subscribing again after an outage (what was sent meanwhile is lost).
+
+        After `ping_every` seconds of silence the subscription is pinged, and a ping unanswered
+        for as long counts as an outage: a connection whose server stopped answering without
+        closing it would otherwise look like a quiet channel forever.
+        """
+        while True:
+            pubsub = self._link.client.pubsub()
+            try:
+                async with asyncio.timeout(self._link.handshake):
+                    await pubsub.subscribe(self.channel, self.landed_channel)
+                    await self._count()
+                self._link.listening = True
+                listening(True)
+                async for data in self._listen(pubsub):
+                    yield data
+            except (OSError, RedisError, TimeoutError) as exc:
+                self._link.listening = False
+                listening(False)
+                logger.warning("listening to %s failed (%r); again in 1 s", self.channel, exc)
+                await asyncio.sleep(PROBE_INTERVAL)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), self._link.handshake)
+
+    async def _listen(self, pubsub: Any) -> AsyncIterator[str]:
+        pinged = False
+        while True:
+            item = await pubsub.get_message(timeout=self._ping_every)
+            if time.monotonic() > self._counted_at + COUNT_EVERY:
+                await asyncio.wait_for(self._count(), self._link.handshake)
+            if item is None:
+                if pinged:
+                    raise TimeoutError(f"no answer to a ping in {self._ping_every} s")
+                await asyncio.wait_for(pubsub.ping(), self._link.handshake)
+                pinged = True
+                continue
+            pinged = False  # anything heard shows the connection is alive
+            if item.get("type") != "message":
+                continue
+            channel, data = _text(item["channel"]), _text(item["data"])
+            if channel == self.landed_channel:
+                self._landed(data)
+            else:
+                yield data
+
+    async def _count(self) -> None:
+        """How many instances listen: each one's share of a limit while Redis is away."""
+        counts = await self._link.client.pubsub_numsub(self.channel)
+        self._link.peers = max(1, int(counts[0][1])) if counts else 1
+        self._counted_at = time.monotonic()
+
+
+Feed = MemoryFeed | RedisFeed
+
+
+class Changes:
+    """Applies a change here and tells the fleet; listens for the fleet's changes."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        apply: Callable[[str], Awaitable[None]],
+        resync: Callable[[], None],
+    ) -> None:
+        self._feed, self._apply, self._resync = feed, apply, resync
+        self.instance = secrets.token_hex(8)
+        self._listening = asyncio.Event()
+
+    @property
+    def listening(self) -> bool:
+        """Whether this instance hears the fleet's changes now."""
+        return self._listening.is_set()
+
+    async def subscribed(self) -> None:
+        """Returns once this instance hears the fleet's changes."""
+        await self._listening.wait()
+
+    def _heard(self, listening: bool) -> None:
+        if listening:
+            self._resync()  # what was published while not subscribed is not heard
+            self._listening.set()
+        else:
+            self._listening.clear()
+
+    async def changed(self, session_uuid: str) -> None:
+        """This instance learnt that the session changed."""
+        uuid = canonical_session_uuid(session_uuid)
+        await self._apply(uuid)
+        await self._feed.announce(uuid, json.dumps({"origin": self.instance, "uuid": uuid}))
+
+    async def listen(self) -> None:
+        """Apply what other instances publish, until cancelled."""
+        async for message in self._feed.messages(self._heard):
+            try:
+                record = json.loads(message)
+                if record.get("origin") == self.instance:
+                    continue
+                uuid = canonical_session_uuid(record["uuid"])
+            except (ValueError, KeyError, TypeError, AttributeError, InvalidInput):
+                logger.warning("an unreadable change message was ignored")
+                continue
+            try:
+                await self._apply(uuid)
+            except Exception:
+                logger.exception("applying a change of session %s failed", uuid)
+
+    def start(self) -> asyncio.Task[None]:
+        """The listener as a task of the running loop."""
+        return asyncio.create_task(self.listen(), name="fleet-changes")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,1 @@
+"""The domain: read a session (cache, single-flight, budget), list, start, validate, watch."""
