@@ -1,11 +1,12 @@
 """S1 hot, S2 cold and S3 herd against the simulator's bench mode, written to BENCHMARKS.md.
 
-    .venv/bin/python -m bench.run [--repeats 3] [--duration 10] [--write BENCHMARKS.md]
+    .venv/bin/python -m bench.run [--repeats 5] [--duration 10] [--write BENCHMARKS.md]
 
-The gateway (one process, production settings: API key checked, limits, metrics and request
-logging on) is pinned to GATEWAY_CPU (0), the simulator and wrk to LOAD_CPU (1). Every figure
-is the median of the repeats; ratios are against baselines measured in the same run: the
-simulator queried directly (the ceiling of the load side) and the gateway with its caches off.
+Each gateway (one process, production settings: API key checked, limits, metrics and request
+logging on) is pinned to GATEWAY_CPU (0), the simulator and wrk to LOAD_CPU (1); the gateways
+run side by side and their runs are interleaved. Every figure is the median of the repeats;
+ratios are against baselines measured in the same run: the simulator queried directly (the
+ceiling of the load side), the gateway with its caches off, and (for Redis) the memory cache.
 Needs wrk (Debian's package).
 """
 
@@ -120,27 +121,45 @@ def herd(url: str, simulator: str) -> tuple[int, int]:
     return first, second
 
 
-def run_target(
-    name: str, env: dict[str, str], args: argparse.Namespace, logs: Path
-) -> dict[str, object]:
+def run_targets(
+    targets: dict[str, dict[str, str]], args: argparse.Namespace, logs: Path
+) -> list[dict[str, object]]:
+    """Every target side by side against one simulator, their runs interleaved.
+
+    Each repeat measures every target in turn (hot, then cold), so that a machine that gets
+    slower or faster during the run moves every target's figures alike, and ratios between
+    targets hold better than when each target's runs come one after another.
+    """
+    header = f"Authorization: Bearer {API_KEY}"
     with ExitStack() as stack:
         simulator = start_simulator(stack, logs)
-        url, pid = start_gateway(stack, logs, simulator, env, name)
-        header = f"Authorization: Bearer {API_KEY}"
-        wrk(url, "hot", 2, header)
-        wrk(url, "cold", 2, header)
-        rss_after_warmup = rss_mib(pid)
-        hot = [wrk(url, "hot", args.duration, header) for _ in range(args.repeats)]
-        cold = [wrk(url, "cold", args.duration, header) for _ in range(args.repeats)]
-        rss_end = rss_mib(pid)
-        waves = herd(url, simulator)
-    return {
-        "name": name,
-        "S1": median(hot),
-        "S2": median(cold),
-        "S3": waves,
-        "rss": (rss_after_warmup, rss_end),
-    }
+        started = {
+            name: start_gateway(stack, logs, simulator, env, name) for name, env in targets.items()
+        }
+        rss_after_warmup: dict[str, float] = {}
+        for name, (url, pid) in started.items():
+            wrk(url, "hot", 2, header)
+            wrk(url, "cold", 2, header)
+            rss_after_warmup[name] = rss_mib(pid)
+        hot: dict[str, list[Measure]] = {name: [] for name in started}
+        cold: dict[str, list[Measure]] = {name: [] for name in started}
+        for mode, measures in (("hot", hot), ("cold", cold)):
+            for _ in range(args.repeats):
+                for name, (url, _pid) in started.items():
+                    measures[name].append(wrk(url, mode, args.duration, header))
+        rows: list[dict[str, object]] = []
+        for name, (url, pid) in started.items():
+            rss_end = rss_mib(pid)
+            rows.append(
+                {
+                    "name": name,
+                    "S1": median(hot[name]),
+                    "S2": median(cold[name]),
+                    "S3": herd(url, simulator),
+                    "rss": (rss_after_warmup[name], rss_end),
+                }
+            )
+        return rows
 
 
 def rss_under_cold_load(args: argparse.Namespace, logs: Path) -> tuple[float, float]:
@@ -190,7 +209,8 @@ def render(
     baseline = next(r for r in rows if r["name"] == "caches off")
     lines = [
         f"Medians of {args.repeats} runs of {args.duration:g} s, {CONNECTIONS} connections,"
-        " wrk and the simulator on LOAD_CPU, the gateway alone on GATEWAY_CPU. The simulator"
+        " the gateways' runs interleaved (each repeat measures every gateway in turn),"
+        " wrk and the simulator on LOAD_CPU, the gateways on GATEWAY_CPU. The simulator"
         f" queried directly (GET, no GraphQL) made {direct.rps:,.0f} req/s: the load side's"
         " ceiling.",
         "",
@@ -217,6 +237,19 @@ def render(
             f" | {s3[0]} / {s3[1]} | {s1.errors + s2.errors}, {s1.bad + s2.bad}"
             f" | {rss[0]:.0f} / {rss[1]:.0f} |"
         )
+    redis = next((r for r in rows if r["name"] == "Redis cache"), None)
+    memory = next((r for r in rows if r["name"] == "memory cache"), None)
+    if redis is not None and memory is not None:
+        r1, r2, m1, m2 = redis["S1"], redis["S2"], memory["S1"], memory["S2"]
+        assert isinstance(r1, Measure)
+        assert isinstance(r2, Measure)
+        assert isinstance(m1, Measure)
+        assert isinstance(m2, Measure)
+        lines += [
+            "",
+            f"Redis cache against the memory cache, same run: S1 {r1.rps / m1.rps:.2f} x,"
+            f" S2 {r2.rps / m2.rps:.2f} x.",
+        ]
     if peak is not None:
         lines += [
             "",
@@ -228,7 +261,7 @@ def render(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--write", type=Path)
     parser.add_argument("--skip-rss", action="store_true", help="leave out the 60 s RSS run")
@@ -250,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         logs = str(args.logs or scratch)
         Path(logs).mkdir(parents=True, exist_ok=True)
         direct = run_direct(args, Path(logs))
-        rows = [run_target(name, env, args, Path(logs)) for name, env in targets.items()]
+        rows = run_targets(targets, args, Path(logs))
         rss = None if args.skip_rss else rss_under_cold_load(args, Path(logs))
     text = render(direct, rows, rss, args, command_line("bench.run", argv))
     publish(text, args.write, "throughput")
