@@ -102,13 +102,19 @@ async def test_the_bulkhead_caps_requests_in_flight(
     assert stats["served"] == 3
 
 
-async def test_the_fleet_budget_refuses_past_its_limit(simulator: Simulator) -> None:
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_the_budget_refuses_past_its_limit_in_memory_and_in_redis(
+    simulator: Simulator, backend: str
+) -> None:
+    # In memory it holds per process (it used not to be enforced at all without Redis).
+    shared: dict[str, object] = {}
+    if backend == "redis":
+        shared = {
+            "GATEWAY_CACHE_URL": require_shared_redis(),
+            "GATEWAY_CACHE_PREFIX": unique_prefix(),
+        }
     settings = make_settings(
-        simulator.url,
-        GATEWAY_CACHE_URL=require_shared_redis(),
-        GATEWAY_CACHE_PREFIX=unique_prefix(),
-        PLIVO_BUDGET_REQUESTS=2,
-        PLIVO_BUDGET_WINDOW=30,
+        simulator.url, PLIVO_BUDGET_REQUESTS=2, PLIVO_BUDGET_WINDOW=30, **shared
     )
     uuids = [UUID, OTHER, "4124e518-a8c9-4feb-8cff-d86636ba9234"]
     async with gateway_client(settings) as client:
