@@ -50,7 +50,14 @@ class Throttled(GatewayError):
 
 
 class IdempotencyConflict(GatewayError):
-    """A start with the same Idempotency-Key is still in flight; its result is not known yet."""
+    """A start with the same Idempotency-Key is in flight, or ended with no known outcome.
+
+    `retry_after` is set when trying again later may succeed (still in flight).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class StateUnavailable(GatewayError):

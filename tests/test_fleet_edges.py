@@ -559,3 +559,16 @@ async def test_a_session_another_instance_is_fetching_costs_one_round_trip_and_t
     assert plivo.calls == []
     issued = [seen for seen in monitor.issued(start, end, ours) if seen.client in ours]
     assert len(issued) == 1, issued  # the claim; what landed came on the subscription
+
+
+def test_a_password_for_a_redis_that_has_none_stops_start_up_with_exit_2() -> None:
+    # redis-py lets it pass; the request path's own connection would fail on every call.
+    with redis_process() as port:
+        result = serve(f"redis://:a-password-it-lacks@127.0.0.1:{port}/0")
+    refused_at_start(result, "a-password-it-lacks")
+
+
+def test_a_database_number_redis_does_not_have_stops_start_up_with_exit_2() -> None:
+    with redis_process() as port:
+        result = serve(f"redis://127.0.0.1:{port}/99")
+    refused_at_start(result)

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.errors import StateUnavailable, Throttled, UpstreamRateLimited
 from gateway.fleet import Fleet, RedisEntries, open_fleet
+from gateway.fleet.link import RedisLink
 from gateway.plivo.flow import Started, StartParams
 from gateway.verify.flow import FlowPolicy, VerificationService
 from gateway.verify.sessions import CachePolicy
@@ -38,11 +39,11 @@ def outage(server: OwnRedis, how: str) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def fleet_on(server: OwnRedis) -> AsyncIterator[Fleet]:
+async def fleet_on(server: OwnRedis, prefix: str = "fleet") -> AsyncIterator[Fleet]:
     """An instance's fleet state on `server` (timeouts short: the test waits them out)."""
     fleet = open_fleet(
         server.url,
-        prefix=f"t{uuid.uuid4().hex[:8]}",
+        prefix=prefix,
         max_entries=100,
         timeout=0.2,
         generation_ttl=60.0,
@@ -52,6 +53,33 @@ async def fleet_on(server: OwnRedis) -> AsyncIterator[Fleet]:
         yield fleet
     finally:
         await fleet.close()
+
+
+@asynccontextmanager
+async def listening(*fleets: Fleet) -> AsyncIterator[None]:
+    """Each instance subscribed to the change feed (so it counts the instances listening)."""
+    heard: list[list[bool]] = [[] for _ in fleets]
+
+    async def listen(fleet: Fleet, states: list[bool]) -> None:
+        async for _ in fleet.feed.messages(states.append):
+            pass
+
+    tasks = [asyncio.create_task(listen(f, h)) for f, h in zip(fleets, heard, strict=True)]
+    try:
+        for fleet, states in zip(fleets, heard, strict=True):
+            assert fleet.link is not None
+            link = fleet.link
+
+            async def counted(states: list[bool] = states, link: RedisLink = link) -> bool:
+                await asyncio.sleep(0)
+                return bool(states) and link.peers_known and link.peers == len(fleets)
+
+            await eventually(counted, within=20)  # instances are counted every 5 s
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def new_uuid() -> str:
@@ -122,8 +150,9 @@ async def test_the_budget_falls_back_to_this_instances_share_never_unlimited(how
 
 @pytest.mark.parametrize("how", OUTAGES)
 async def test_starts_to_one_recipient_never_exceed_the_limit_across_an_outage(how: str) -> None:
+    # One instance that knows it is alone decides exactly: 3 before, 2 more, then refused.
     with own_redis() as server:
-        async with fleet_on(server) as fleet:
+        async with fleet_on(server) as fleet, listening(fleet):
             plivo = FakeFlow()
             flow = flow_on(fleet, plivo, FlowPolicy(starts_per_recipient=(5, 600.0)))
             for _ in range(3):
@@ -136,6 +165,55 @@ async def test_starts_to_one_recipient_never_exceed_the_limit_across_an_outage(h
                     except Throttled:
                         refused += 1
             assert refused == 3
+            assert len(plivo.sent) == 5
+
+
+@pytest.mark.parametrize("how", OUTAGES)
+async def test_several_instances_refuse_throttled_starts_while_redis_is_away(how: str) -> None:
+    # What the others took is unknown to each: a share could go past the limit, so they refuse.
+    with own_redis() as server:
+        async with fleet_on(server) as one, fleet_on(server) as two, listening(one, two):
+            plivo = FakeFlow()
+            first, second = (flow_on(f, plivo) for f in (one, two))
+            await first.start("app", StartParams(recipient="919999000004"), None)
+            with outage(server, how):
+                for flow in (first, second, first, second):
+                    for recipient in ("919999000004", "919999000005"):
+                        with pytest.raises(Throttled):
+                            await flow.start("app", StartParams(recipient=recipient), None)
+            assert len(plivo.sent) == 1
+
+
+@pytest.mark.parametrize("how", OUTAGES)
+async def test_an_instance_that_never_counted_the_fleet_refuses_throttled_starts(how: str) -> None:
+    with own_redis() as server:
+        async with fleet_on(server) as fleet:  # not subscribed: it does not know it is alone
+            plivo = FakeFlow()
+            flow = flow_on(fleet, plivo)
+            with outage(server, how), pytest.raises(Throttled):
+                await flow.start("app", StartParams(recipient="919999000006"), None)
+            assert plivo.sent == []
+
+
+async def test_takes_made_during_an_outage_are_counted_before_the_next_decision() -> None:
+    with own_redis() as server:
+        async with fleet_on(server) as fleet, listening(fleet):
+            plivo = FakeFlow()
+            flow = flow_on(fleet, plivo, FlowPolicy(starts_per_recipient=(5, 600.0)))
+            for _ in range(3):
+                await flow.start("app", StartParams(recipient="919999000007"), None)
+            with outage(server, "paused"):
+                for _ in range(2):
+                    await flow.start("app", StartParams(recipient="919999000007"), None)
+            assert fleet.link is not None
+            link = fleet.link
+
+            async def back() -> bool:
+                return not link.degraded or await link.ping()
+
+            await eventually(back)
+            with pytest.raises(Throttled):  # Redis counted the outage's two before deciding
+                await flow.start("app", StartParams(recipient="919999000007"), None)
             assert len(plivo.sent) == 5
 
 
@@ -185,15 +263,10 @@ async def test_a_record_that_could_not_be_written_is_written_once_redis_is_back(
             assert lost
             link = one.link
             assert link is not None
-            assert link.pending == 1
             server.resume() if how == "paused" else server.start()
             plivo.during = None
 
-            async def replayed() -> bool:
-                await link.ping()  # what the next call would do: Redis is back
-                return link.pending == 0
-
-            await eventually(replayed)
+            await eventually(link.ping)  # what the next call would do: the record goes first
             assert two.link is not None
             await eventually(two.link.ping)  # its connections may have to be made again
             later = await flow_on(two, plivo).start("app", params, "signup-2")
@@ -217,7 +290,6 @@ async def test_a_change_announced_during_an_outage_reaches_the_fleet_when_it_is_
             key = sessions.cache_key(changed)
             with outage(server, how):
                 await fleet.feed.announce(changed, "{}")
-                assert fleet.link.pending >= 1
             if how == "stopped":  # it came back empty: seed the copy again
                 await sessions.get(changed)
 
@@ -228,3 +300,118 @@ async def test_a_change_announced_during_an_outage_reaches_the_fleet_when_it_is_
                 return claim.state == "fetch"
 
             await eventually(forgotten)
+
+
+@pytest.mark.parametrize("failure", ["timeout", "5xx"])
+async def test_a_start_plivo_may_have_sent_keeps_its_key(failure: str) -> None:
+    # A timeout or a 5xx after the request left: Plivo may have sent the code. A retry with the
+    # same key must not send another; it is told the outcome is unknown.
+    from gateway.errors import IdempotencyConflict, UpstreamFailed, UpstreamTimeout
+
+    with own_redis() as server:
+        async with fleet_on(server) as one, fleet_on(server) as two:
+            plivo = FakeFlow()
+
+            def fails() -> None:
+                if failure == "timeout":
+                    raise UpstreamTimeout("no answer", method="POST", path="/Verify/Session/")
+                raise UpstreamFailed("503", method="POST", path="/Verify/Session/")
+
+            plivo.during = fails
+            params = StartParams(recipient="919999000008")
+            with pytest.raises((UpstreamTimeout, UpstreamFailed)):
+                await flow_on(one, plivo).start("app", params, "signup-3")
+            plivo.during = None
+            for flow in (flow_on(one, plivo), flow_on(two, plivo)):
+                with pytest.raises(IdempotencyConflict, match="unknown"):
+                    await flow.start("app", params, "signup-3")
+            assert plivo.sent == []
+            # A start refused before anything was sent leaves its key free.
+            throttled = flow_on(one, plivo, FlowPolicy(starts_per_recipient=(0, 600.0)))
+            with pytest.raises(Throttled):
+                await throttled.start("app", params, "signup-4")
+            again = await flow_on(two, plivo).start("app", params, "signup-4")
+            assert not again.replayed
+            assert len(plivo.sent) == 1
+
+
+async def test_a_redis_that_lost_its_data_gets_the_records_back_before_they_are_trusted() -> None:
+    with own_redis() as server:
+        async with fleet_on(server) as one, fleet_on(server) as two:
+            plivo = FakeFlow()
+            params = StartParams(recipient="919999000009")
+            sent = await flow_on(one, plivo).start("app", params, "signup-5")
+            server.flush()  # or a restart without persistence: every record is gone
+            assert two.link is not None
+            assert one.link is not None
+            # The instance that holds the record replays it and writes it back...
+            again = await flow_on(one, plivo).start("app", params, "signup-5")
+            assert again.replayed
+            assert again.started == sent.started
+            later = await flow_on(two, plivo).start("app", params, "signup-5")
+            assert later.replayed
+            assert later.started == sent.started
+            assert len(plivo.sent) == 1
+
+
+async def test_an_instance_that_sees_the_data_lost_refuses_keys_it_holds_no_copy_of() -> None:
+    from gateway.errors import StateUnavailable
+
+    with own_redis() as server:
+        async with fleet_on(server) as fleet:
+            assert fleet.link is not None
+            plivo = FakeFlow()
+            server.stop()
+            server.start()  # no persistence: it comes back empty
+            await eventually(fleet.link.ping)  # its connection is made again
+            assert fleet.link.lost_recently
+            with pytest.raises(StateUnavailable):
+                await flow_on(fleet, plivo).start("app", StartParams(recipient="9199990001"), "k")
+            assert plivo.sent == []
+
+
+async def test_an_empty_idempotency_key_is_refused() -> None:
+    from gateway.errors import InvalidInput
+
+    plivo = FakeFlow()
+    fleet = open_fleet(None, prefix="t", max_entries=10, timeout=1.0, generation_ttl=1.0)
+    for blank in ("", "   "):
+        with pytest.raises(InvalidInput, match="Idempotency-Key"):
+            await flow_on(fleet, plivo).start("app", StartParams(recipient="919999000010"), blank)
+    assert plivo.sent == []
+
+
+async def test_readyz_says_not_ready_when_redis_refuses_writes() -> None:
+    with own_redis() as server:
+        async with fleet_on(server) as fleet:
+            assert await fleet.is_ready()
+            assert fleet.link is not None
+            await fleet.link.client.execute_command("REPLICAOF", "127.0.0.1", "1")  # read-only
+            try:
+                assert not await fleet.is_ready()
+            finally:
+                await fleet.link.client.execute_command("REPLICAOF", "NO", "ONE")
+
+
+async def test_an_idle_instance_writes_what_it_owes_once_it_hears_redis_again() -> None:
+    # The instance that kept a record gets no request after the outage: its subscription,
+    # made again, is what writes the record, so another instance can replay it.
+    from gateway.errors import IdempotencyConflict, StateUnavailable
+
+    with own_redis() as server:
+        async with fleet_on(server) as one, fleet_on(server) as two, listening(one, two):
+            plivo = FakeFlow(during=server.pause)  # Redis stops answering mid-start
+            params = StartParams(recipient="919999000011")
+            sent = await flow_on(one, plivo).start("app", params, "signup-6")
+            plivo.during = None
+            server.resume()
+
+            async def replayed() -> bool:
+                try:
+                    later = await flow_on(two, plivo).start("app", params, "signup-6")
+                except (IdempotencyConflict, StateUnavailable):
+                    return False
+                return later.replayed and later.started == sent.started
+
+            await eventually(replayed, within=30)
+            assert len(plivo.sent) == 1

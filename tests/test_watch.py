@@ -229,8 +229,9 @@ async def test_a_start_whose_key_is_held_elsewhere_too_long_is_a_conflict() -> N
         memos=Locked(),
         changed=changed,
     )
-    with pytest.raises(IdempotencyConflict):
+    with pytest.raises(IdempotencyConflict) as conflict:
         await flow.start("app", StartParams(recipient="1234567"), "key-1")
+    assert conflict.value.retry_after is not None  # still in flight: worth trying again
 
 
 def test_the_flow_errors_have_their_codes() -> None:
@@ -243,6 +244,10 @@ def test_the_flow_errors_have_their_codes() -> None:
         "retryAfter": 1.5,
     }
     assert gateway_error_extensions(IdempotencyConflict("x")) == {"code": "CONFLICT"}
+    assert gateway_error_extensions(IdempotencyConflict("x", retry_after=1.0)) == {
+        "code": "CONFLICT",
+        "retryAfter": 1.0,
+    }
     assert gateway_error_extensions(StateUnavailable("x", retry_after=2.0)) == {
         "code": "STATE_UNAVAILABLE",
         "retryAfter": 2.0,

@@ -82,7 +82,7 @@ class Fleet:
 
     async def is_ready(self) -> bool:
         """Whether the state that protects money (records, throttles, budget) is reachable."""
-        return True if self.link is None else await self.link.ping()
+        return True if self.link is None else await self.link.writable()
 
     async def close(self) -> None:
         if self.link is not None:
@@ -105,7 +105,7 @@ def open_fleet(
     """Redis when `url` is redis:// or rediss://; else this process ("none": no session cache)."""
     if is_redis_url(url):
         assert url is not None
-        link = RedisLink(url, timeout=timeout)
+        link = RedisLink(url, timeout=timeout, prefix=prefix)
         counters = RedisCounters(link)
         entries = RedisEntries(
             link, counters, prefix=prefix, max_local=max_entries, generation_ttl=generation_ttl

@@ -22,4 +22,4 @@ class Budget:
 
     async def spend(self, counters: Counters) -> float | None:
         """Spend one request: None when it fits, else the seconds until the window has room."""
-        return await counters.take(self.key, self.rate)
+        return await counters.take(self.key, self.rate, strict=False)

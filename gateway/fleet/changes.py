@@ -69,24 +69,25 @@ class RedisFeed:
         self.landed_channel = f"{prefix}:landed"
         self._prefix, self._generation_ttl = prefix, generation_ttl
         self._counted_at = 0.0
-        self._owed: set[str] = set()  # sessions whose change is still to reach Redis
+        self._owed: dict[str, tuple[list[str], list[object]]] = {}  # changes not yet in Redis
+        link.owes(self._flush)
 
     async def announce(self, uuid: str, message: str) -> None:
         """Bump the session's generation and publish the change: one round trip."""
         keys = [f"{self._prefix}:gen:{uuid}"]
-        args = [max(1, int(self._generation_ttl * 1000)), self.channel, message]
+        args: list[object] = [max(1, int(self._generation_ttl * 1000)), self.channel, message]
 
         try:
             await self._link.script("bump", keys, args)
         except Unreachable:
-            if uuid not in self._owed:  # one replay per session, however often it changed
-                self._owed.add(uuid)
-                self._link.later(lambda: self._replay(uuid, keys, args))
+            self._owed[uuid] = (keys, args)  # one write per session, however often it changed
 
-    async def _replay(self, uuid: str, keys: list[str], args: list[object]) -> None:
-        """A change that could not reach Redis reaches it now (or stays queued)."""
-        await self._link.script("bump", keys, args)
-        self._owed.discard(uuid)
+    async def _flush(self) -> None:
+        """Changes that could not reach Redis reach it now (or wait for the next recovery)."""
+        for uuid in list(self._owed):
+            keys, args = self._owed[uuid]
+            await self._link.script("bump", keys, args)
+            del self._owed[uuid]
 
     async def messages(self, listening: Listening) -> AsyncIterator[str]:
         """Change messages, subscribing again after an outage (what was sent meanwhile is lost).
@@ -102,6 +103,7 @@ class RedisFeed:
                     await pubsub.subscribe(self.channel, self.landed_channel)
                     await self._count()
                 self._link.listening = True
+                await self._link.ping()  # after an outage: what this instance owes goes now
                 listening(True)
                 async for data in self._listen(pubsub):
                     yield data
@@ -139,6 +141,7 @@ class RedisFeed:
         """How many instances listen: each one's share of a limit while Redis is away."""
         counts = await self._link.client.pubsub_numsub(self.channel)
         self._link.peers = max(1, int(counts[0][1])) if counts else 1
+        self._link.peers_known = True
         self._counted_at = time.monotonic()
 
 

@@ -69,8 +69,12 @@ class SlidingWindow:
 class Counters(Protocol):
     """Sliding-window counters, by key."""
 
-    async def take(self, key: str, rate: Rate) -> float | None:
-        """Count one for `key`: None when it fits in `rate`, else the seconds to wait."""
+    async def take(self, key: str, rate: Rate, *, strict: bool = True) -> float | None:
+        """Count one for `key`: None when it fits in `rate`, else the seconds to wait.
+
+        `strict` (throttles that protect money and people): while the shared counts cannot be
+        read, refuse rather than guess; otherwise (rates that protect Plivo) take a share.
+        """
         ...
 
 
@@ -85,7 +89,7 @@ class MemoryCounters:
     def __len__(self) -> int:
         return len(self._windows)
 
-    async def take(self, key: str, rate: Rate) -> float | None:
+    async def take(self, key: str, rate: Rate, *, strict: bool = True) -> float | None:
         return self.take_now(key, rate)
 
     def take_now(self, key: str, rate: Rate, *, limit: int | None = None) -> float | None:
@@ -124,11 +128,17 @@ class RedisCounters:
     """Fleet-wide counters in Redis; while it does not answer, each instance decides alone.
 
     Every take this instance makes is also counted here (`mine`), and each answer from Redis
-    leaves what the fleet had used (`seen`). While Redis is unreachable a take fits only when
-    what the fleet had used, plus what this instance took since times the number of instances
-    (it assumes each took as many), stays within the limit: with one instance that is exactly
-    the fleet's limit. A key this instance never counted gets its share (limit / instances).
-    Takes made meanwhile are replayed into Redis once it answers again.
+    leaves what the fleet had used (`seen`). While Redis is unreachable:
+
+    - a strict take (the start throttles) fits only when this instance knows it is alone
+      (the last count of instances listening said 1): then what the fleet had used plus what
+      it took since must stay within the limit, and a key it never counted fits only if it has
+      run for a whole window. With several instances, or none counted yet, it is refused;
+    - any other take (the Plivo budget, the list and refetch rates) fits within this
+      instance's share: what the fleet had used, plus what it took since times the number of
+      instances, or the limit over the instances for a key it never counted.
+
+    Takes made meanwhile are written to Redis once it answers, before anything else is decided.
     """
 
     def __init__(self, link: RedisLink, max_keys: int = 100_000, clock: Clock = time.time) -> None:
@@ -137,15 +147,17 @@ class RedisCounters:
         self._seen: OrderedDict[str, tuple[int, float, int]] = OrderedDict()
         self._max_seen = max_keys
         self._owed: dict[str, tuple[float, int]] = {}  # takes made while Redis was away
+        self._started = clock()
+        link.owes(self._flush)
 
-    async def take(self, key: str, rate: Rate) -> float | None:
+    async def take(self, key: str, rate: Rate, *, strict: bool = True) -> float | None:
         limit, window = rate
         try:
             used, wait = await self._link.script(
                 "take", [key], [limit, window, SLOTS, f"{self._clock():.3f}", 1]
             )
         except Unreachable:
-            return self.take_alone(key, rate)
+            return self.take_alone(key, rate, strict=strict)
         wait = float(wait)
         self.note(key, rate, int(used), taken=wait <= 0)
         return None if wait <= 0 else max(0.001, wait)
@@ -159,43 +171,43 @@ class RedisCounters:
         while len(self._seen) > self._max_seen:
             self._seen.popitem(last=False)
 
-    def mirror(self, key: str, rate: Rate) -> None:
-        """Redis counted one for `key` in a script of its own (a fetch's budget): count it here."""
-        self._count_here(key, rate)
-
     def _count_here(self, key: str, rate: Rate) -> None:
         """This instance's own count, for decisions while Redis is away (full: not kept)."""
         with contextlib.suppress(Throttled):
             self._mine.take_now(key, rate, limit=2**62)
 
-    def take_alone(self, key: str, rate: Rate) -> float | None:
+    def take_alone(self, key: str, rate: Rate, *, strict: bool = True) -> float | None:
         """The decision while Redis is unreachable (see the class docstring)."""
         limit, window = rate
-        peers = max(1, self._link.peers)
-        mine = self._mine.used(key)
+        now, mine = self._clock(), self._mine.used(key)
+        alone = self._link.peers_known and self._link.peers == 1
         seen = self._seen.get(key)
-        if seen is not None and self._clock() < seen[1] + window:
+        if strict and not alone:
+            fits = False  # what the other instances took since is unknown: refuse, not guess
+        elif seen is not None and now < seen[1] + window:
             fleet_used, _, mine_then = seen
+            peers = max(1, self._link.peers)
             fits = fleet_used + peers * (max(0, mine - mine_then) + 1) <= limit
+        elif strict:  # alone, and it never counted this key: only if it saw the whole window
+            fits = now - self._started >= window and mine + 1 <= limit
         else:
-            fits = mine + 1 <= limit // peers
+            fits = mine + 1 <= limit // max(1, self._link.peers)
         if not fits:
             return round(window / SLOTS, 3)
-        self._mine.take_now(key, rate, limit=2**62)
-        if key not in self._owed:  # one replay per key, however many takes it owes
-            self._link.later(lambda: self._replay(key))
+        self._count_here(key, rate)
         self._owed[key] = (window, self._owed.get(key, (window, 0))[1] + 1)
         return None
 
-    async def _replay(self, key: str) -> None:
-        """Count in Redis what was taken here while it did not answer."""
-        window, owed = self._owed.pop(key)
-        now = f"{self._clock():.3f}"
-        try:
-            await self._link.script("take", [key], [2**52, window, SLOTS, now, owed])
-        except Unreachable:  # still queued: what is owed waits for the next recovery
-            self._owed[key] = (window, owed + self._owed.get(key, (window, 0))[1])
-            raise
+    async def _flush(self) -> None:
+        """Count in Redis what was taken here while it did not answer (one call per key)."""
+        for key in list(self._owed):
+            window, owed = self._owed.pop(key)
+            now = f"{self._clock():.3f}"
+            try:
+                await self._link.script("take", [key], [2**52, window, SLOTS, now, owed])
+            except Unreachable:  # kept for the next recovery
+                self._owed[key] = (window, owed + self._owed.get(key, (window, 0))[1])
+                raise
 
 
 @dataclass(frozen=True)
@@ -209,4 +221,4 @@ class KeyedRate:
     async def take(self, key: str) -> float | None:
         """Count one for `key` (kept under a digest of it, never the key itself)."""
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        return await self.counters.take(f"{self.prefix}:{digest}", self.rate)
+        return await self.counters.take(f"{self.prefix}:{digest}", self.rate, strict=False)

@@ -94,7 +94,7 @@ class MemoryEntries:
 
     async def _take(self, budget: Budget) -> float | None:
         if isinstance(self._counters, RedisCounters):
-            return self._counters.take_alone(budget.key, budget.rate)
+            return self._counters.take_alone(budget.key, budget.rate, strict=False)
         return await budget.spend(self._counters)
 
     async def settle(
@@ -218,12 +218,12 @@ class RedisEntries:
         keys.append(budget.key if budget is not None else key)
         args = [f"{time.time():.3f}", token, _ms(lease), int(force), limit, window, SLOTS]
         try:
-            raw, generation, state, wait = await self._link.script("claim", keys, args)
+            raw, generation, state, wait, *used = await self._link.script("claim", keys, args)
         except Unreachable:
             return await self._local.claim(key, uuid, token, lease, force=force, budget=budget)
         state = state.decode()
-        if state == "fetch" and budget is not None:
-            self._counters.mirror(budget.key, budget.rate)
+        if used and budget is not None:  # what the fleet spent: this instance's share if away
+            self._counters.note(budget.key, budget.rate, int(used[0]), taken=state == "fetch")
         entry = decode_entry(raw) if raw is not None else None
         return Claim(entry, state, generation.decode(), float(wait))
 

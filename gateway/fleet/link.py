@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
+import secrets
 import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -37,7 +38,10 @@ from gateway.fleet.wire import Multiplexed
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PROBE_INTERVAL = 1.0
-MAX_LATER = 10_000  # queued writes kept for replay; past that the oldest is dropped, logged
+
+
+LOSS_GRACE = 5.0  # seconds after Redis lost its data while instances write back their records
+_RECOVERING: contextvars.ContextVar[bool] = contextvars.ContextVar("recovering", default=False)
 
 
 class Unreachable(Exception):
@@ -54,7 +58,7 @@ class Unreachable(Exception):
 class RedisLink:
     """The pool (aiocache's Redis backend holds it), the scripts, the outage state."""
 
-    def __init__(self, url: str, *, timeout: float) -> None:
+    def __init__(self, url: str, *, timeout: float, prefix: str = "pvg") -> None:
         parts = urlsplit(url)
         self.name = f"{parts.hostname}:{parts.port or 6379}"
         self.timeout = timeout
@@ -83,16 +87,19 @@ class RedisLink:
         )
         self.degraded = False
         self.peers = 1  # instances subscribed to the change feed when last counted
+        self.peers_known = False  # whether they were ever counted
         self.listening = False  # whether this instance's subscription is up (landings heard)
         self._retry_at = 0.0
         self._shas = {
             name: hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
             for name, text in SCRIPTS.items()
         }
-        self._later: deque[Callable[[], Awaitable[object]]] = deque()
+        self._flushes: list[Callable[[], Awaitable[None]]] = []
         self._recovered: list[Callable[[], None]] = []
-        self._replaying: asyncio.Task[None] | None = None
-        self._overflowed = False  # logged once per outage
+        self._recovering: asyncio.Task[None] | None = None
+        self._epoch_key = f"{prefix}:epoch"
+        self.epoch: bytes | None = None  # names this Redis's data set; a new one: data lost
+        self.lost_at = -1e9  # monotonic time Redis was last seen to have lost its data
 
     async def verify(self) -> bool:
         """Load the scripts; False when Redis does not answer (start degraded, not ready).
@@ -108,17 +115,25 @@ class RedisLink:
             raise ConfigError(
                 [f"GATEWAY_CACHE_URL: Redis at {self.name} refused us ({exc})"]
             ) from None
-        except ResponseError as exc:
-            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
-                raise ConfigError(
-                    [f"GATEWAY_CACHE_URL: Redis at {self.name} refused us ({exc})"]
-                ) from None
-            raise
+        except ResponseError as exc:  # answered, but with an error: AUTH, SELECT, ACLs...
+            raise ConfigError(
+                [f"GATEWAY_CACHE_URL: Redis at {self.name} refused us ({exc})"]
+            ) from None
         except (OSError, RedisError, TimeoutError) as exc:
             if self.tls and (_is_tls_failure(exc) or await self._speaks_plain_redis()):
                 raise ConfigError(
                     [f"GATEWAY_CACHE_URL: rediss:// but {self.name} does not speak TLS to us"]
                 ) from None
+            self._failed(exc)
+            return False
+        try:  # the request path's own connection says who it is too (AUTH, SELECT)
+            await self._wire.call(("PING",), self.handshake)
+            await self._check_epoch()
+        except ResponseError as exc:
+            raise ConfigError(
+                [f"GATEWAY_CACHE_URL: Redis at {self.name} refused us ({exc})"]
+            ) from None
+        except (OSError, RedisError, TimeoutError) as exc:
             self._failed(exc)
             return False
         return True
@@ -142,12 +157,45 @@ class RedisLink:
         """Call `callback` each time Redis answers again after an outage."""
         self._recovered.append(callback)
 
+    def owes(self, flush: Callable[[], Awaitable[None]]) -> None:
+        """`flush` writes what a kind of state owes Redis; it runs when Redis answers again.
+
+        It raises Unreachable when it could not finish (it is run again at the next recovery).
+        """
+        self._flushes.append(flush)
+
+    async def _check_epoch(self) -> None:
+        """Whether Redis kept its data since we last looked (a restart without persistence, or
+        a flush, loses it): each data set is named by a random epoch key."""
+        await self._send(("SET", self._epoch_key, secrets.token_hex(8), "NX"))
+        epoch = await self._send(("GET", self._epoch_key))
+        if self.epoch is not None and epoch != self.epoch:
+            logger.error("fleet state: Redis at %s lost its data (restarted or flushed)", self.name)
+            self.lost_at = time.monotonic()
+        self.epoch = epoch
+
+    @property
+    def lost_recently(self) -> bool:
+        """Whether Redis lost its data in the last `LOSS_GRACE` seconds."""
+        return time.monotonic() - self.lost_at < LOSS_GRACE
+
     async def call(self, *args: object) -> Any:
-        """One command on the multiplexed connection; Unreachable when Redis did not answer."""
-        if self.degraded and time.monotonic() < self._retry_at:
-            raise Unreachable(self.name, sent=False)
+        """One command on the multiplexed connection; Unreachable when Redis did not answer.
+
+        After an outage, the first call waits until what every kind of state owes Redis is
+        written (the takes, records and changes made meanwhile), so that no decision is taken
+        on counts that miss them.
+        """
+        if (self.degraded or self._is_recovering()) and not _RECOVERING.get():
+            await self._recovery()
+        return await self._send(args)
+
+    def _is_recovering(self) -> bool:
+        return self._recovering is not None and not self._recovering.done()
+
+    async def _send(self, args: tuple[object, ...]) -> Any:
         try:
-            result = await self._wire.call(args, self.timeout)
+            return await self._wire.call(args, self.timeout)
         except ResponseError as exc:
             if str(exc).startswith("NOSCRIPT"):
                 raise NoScriptError(str(exc)) from None
@@ -156,9 +204,6 @@ class RedisLink:
         except (OSError, RedisError, TimeoutError) as exc:
             self._failed(exc)
             raise Unreachable(self.name, sent=True) from exc
-        if self.degraded:
-            await self._recover()
-        return result
 
     async def script(self, name: str, keys: list[str], args: list[object]) -> Any:
         """One script call: one round trip (loaded again when the server does not know it)."""
@@ -168,23 +213,49 @@ class RedisLink:
             await self.call("SCRIPT", "LOAD", SCRIPTS[name])  # a restarted or flushed server
             return await self.call("EVALSHA", self._shas[name], len(keys), *keys, *args)
 
-    def later(self, write: Callable[[], Awaitable[object]]) -> None:
-        """Replay `write` once Redis answers again (in order, after what was queued before)."""
-        if len(self._later) >= MAX_LATER:
-            self._later.popleft()
-            if not self._overflowed:
-                logger.error("more than %d writes queued for Redis: the oldest go", MAX_LATER)
-            self._overflowed = True
-        self._later.append(write)
-
     async def ping(self) -> bool:
-        """Whether Redis answers now (a probe: also ends an outage, and replays queued writes)."""
+        """Whether Redis answers now (a probe: also ends an outage, writing what is owed)."""
         self._retry_at = 0.0
         try:
             await self.call("PING")
         except Unreachable:
             return False
         return True
+
+    async def writable(self) -> bool:
+        """Whether Redis answers and takes writes (an out-of-memory or read-only one does not)."""
+        if not await self.ping():
+            return False
+        try:
+            await self.call("SET", self._epoch_key + ":probe", "1", "PX", 10_000)
+        except Unreachable:
+            return False
+        return True
+
+    async def _recovery(self) -> None:
+        """Unreachable while Redis is known down; else probe once, shared by every caller."""
+        if time.monotonic() < self._retry_at:
+            raise Unreachable(self.name, sent=False)
+        if self._recovering is None or self._recovering.done():
+            self._recovering = asyncio.get_running_loop().create_task(self._recover())
+        await asyncio.shield(self._recovering)
+        if self.degraded:
+            raise Unreachable(self.name, sent=True)
+
+    async def _recover(self) -> None:
+        _RECOVERING.set(True)  # this task's own calls go straight through; others wait for it
+        try:
+            await self._send(("PING",))
+            self.degraded = False
+            await self._check_epoch()
+            for callback in self._recovered:
+                callback()
+            for flush in self._flushes:
+                await flush()
+        except Unreachable:
+            self.degraded = True
+            return
+        logger.warning("fleet state: Redis at %s is back", self.name)
 
     async def close(self) -> None:
         self._wire.close()
@@ -194,36 +265,14 @@ class RedisLink:
     def _failed(self, exc: BaseException) -> None:
         if not self.degraded:
             logger.warning(
-                "fleet state: Redis at %s unavailable (%s); each kind of state falls back "
+                "fleet state: Redis at %s unavailable (%s%s); each kind of state falls back "
                 "as the README's degradation table says",
                 self.name,
                 type(exc).__name__,
+                f": {exc}" if isinstance(exc, ResponseError) else "",
             )
         self.degraded = True
         self._retry_at = time.monotonic() + PROBE_INTERVAL
-
-    async def _recover(self) -> None:
-        logger.warning("fleet state: Redis at %s is back", self.name)
-        self.degraded = False
-        self._overflowed = False
-        for callback in self._recovered:
-            callback()
-        if self._later and (self._replaying is None or self._replaying.done()):
-            self._replaying = asyncio.get_running_loop().create_task(self._replay())
-
-    async def _replay(self) -> None:
-        """Queued writes, oldest first, until one fails (the rest wait for the next recovery)."""
-        while self._later:
-            try:
-                await self._later[0]()
-            except Unreachable:
-                return
-            self._later.popleft()
-
-    @property
-    def pending(self) -> int:
-        """Writes queued for replay."""
-        return len(self._later)
 
 
 def _username(name: str | None) -> dict[str, object]:

@@ -111,26 +111,40 @@ class RedisMemos:
     While Redis does not answer, a claim replays this instance's copy, or is refused with
     `StateUnavailable` (retryable): never sent without knowing. A record that could not be
     written, and a marker that a timed-out claim may have left, are written or released once
-    Redis is back.
+    Redis answers again, before anything else is decided. When Redis lost its data (restarted
+    without persistence, or flushed), each instance writes its copies back, and for a few
+    seconds a claim this instance holds no copy for is refused rather than trusted.
     """
 
     def __init__(self, link: RedisLink, max_entries: int = 50_000) -> None:
         self._link = link
         self._local = _Copies(max_entries)
+        self._settles: dict[str, tuple[str, str, float]] = {}  # key: marker, record, ttl
+        self._releases: dict[str, str] = {}  # key: marker
+        self._epoch = link.epoch
+        link.owes(self._flush)
 
     async def claim(self, key: str, marker: str, ttl: float) -> MemoClaim:
+        copy = self._local.get(key)
         try:
             held = await self._link.script("memo_claim", [key], [PENDING + marker, _ms(ttl)])
         except Unreachable as exc:
             if exc.sent:  # it may run late, leaving our marker: take it back once Redis answers
-                self._link.later(lambda: self.release(key, marker))
-            copy = self._local.get(key)
+                self._releases[key] = marker
             if copy is not None:
                 return MemoClaim(record=copy)
             raise StateUnavailable(
                 "idempotency records cannot be reached just now", retry_after=RETRY_AFTER
             ) from None
         if held is None:
+            if copy is not None:  # Redis lost it (a restart or a flush): our copy is the record
+                await self.settle(key, marker, copy, ttl)
+                return MemoClaim(record=copy)
+            if self._link.lost_recently:  # the instance that holds it may not have written back
+                await self.release(key, marker)
+                raise StateUnavailable(
+                    "idempotency records are being restored just now", retry_after=RETRY_AFTER
+                )
             return MemoClaim(mine=True)
         text = held.decode() if isinstance(held, bytes) else str(held)
         if text.startswith(PENDING):
@@ -140,24 +154,31 @@ class RedisMemos:
 
     async def settle(self, key: str, marker: str, record: str, ttl: float) -> None:
         self._local.put(key, record, ttl)
-
-        async def write() -> None:
-            await self._link.script("memo_settle", [key], [PENDING + marker, record, _ms(ttl)])
-
         try:
-            await write()
+            await self._link.script("memo_settle", [key], [PENDING + marker, record, _ms(ttl)])
         except Unreachable:
-            logger.warning("an idempotency record is kept here until Redis is back")
-            self._link.later(write)
+            logger.warning("an idempotency record is kept here until Redis answers again")
+            self._settles[key] = (marker, record, ttl)
 
     async def release(self, key: str, marker: str) -> None:
-        async def write() -> None:
-            await self._link.script("memo_release", [key], [PENDING + marker])
-
         try:
-            await write()
+            await self._link.script("memo_release", [key], [PENDING + marker])
         except Unreachable:
-            self._link.later(write)
+            self._releases[key] = marker
+
+    async def _flush(self) -> None:
+        """What Redis missed: records, released markers, and every copy if it lost its data."""
+        if self._link.epoch != self._epoch:
+            for key, (record, ttl) in self._local.live().items():
+                self._settles.setdefault(key, ("restored", record, ttl))
+            self._epoch = self._link.epoch
+        for key in list(self._settles):
+            marker, record, ttl = self._settles[key]
+            await self._link.script("memo_settle", [key], [PENDING + marker, record, _ms(ttl)])
+            del self._settles[key]
+        for key in list(self._releases):
+            await self._link.script("memo_release", [key], [PENDING + self._releases[key]])
+            del self._releases[key]
 
 
 class _Copies:
@@ -176,6 +197,13 @@ class _Copies:
     def get(self, key: str) -> str | None:
         item = self._items.get(key)
         return item[0] if item is not None and item[1] > time.monotonic() else None
+
+    def live(self) -> dict[str, tuple[str, float]]:
+        """Every copy still counting: its record and the seconds it has left."""
+        now = time.monotonic()
+        return {
+            key: (value, until - now) for key, (value, until) in self._items.items() if until > now
+        }
 
 
 def _ms(seconds: float) -> int:

@@ -50,7 +50,7 @@ return {r[1], tostring(r[2])}
 
 # KEYS: entry, generation, lock, budget. ARGV: now, token, lease ms, force ("1"/"0"),
 # budget limit ("0": none), budget window, budget slots.
-# -> {entry or nil, generation, "hit" | "held" | "fetch" | "refused", wait}
+# -> {entry or nil, generation, "hit" | "held" | "fetch" | "refused", wait, budget used}
 CLAIM = (
     _WINDOW
     + """
@@ -69,13 +69,15 @@ if redis.call('exists', KEYS[3]) == 1 then
   redis.call('hset', KEYS[3], 'w', '1')
   return {value, gen, 'held', '0'}
 end
+local used = 0
 if ARGV[5] ~= '0' then
   local r = window_take(KEYS[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), now, 1)
-  if r[2] > 0 then return {value, gen, 'refused', tostring(r[2])} end
+  if r[2] > 0 then return {value, gen, 'refused', tostring(r[2]), r[1]} end
+  used = r[1]
 end
 redis.call('hset', KEYS[3], 't', ARGV[2])
 redis.call('pexpire', KEYS[3], ARGV[3])
-return {value, gen, 'fetch', '0'}
+return {value, gen, 'fetch', '0', used}
 """
 )
 

@@ -57,7 +57,9 @@ def gateway_error_extensions(error: GatewayError) -> dict[str, object]:
     if isinstance(error, StateUnavailable):
         return {"code": "STATE_UNAVAILABLE", "retryAfter": error.retry_after}
     if isinstance(error, IdempotencyConflict):
-        return {"code": "CONFLICT"}
+        if error.retry_after is None:
+            return {"code": "CONFLICT"}
+        return {"code": "CONFLICT", "retryAfter": error.retry_after}
     if isinstance(error, Forbidden):
         return {"code": "FORBIDDEN"}
     if isinstance(error, UpstreamRateLimited):

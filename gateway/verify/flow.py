@@ -19,7 +19,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput, Throttled
+from gateway.errors import (
+    GatewayError,
+    IdempotencyConflict,
+    InvalidInput,
+    StateUnavailable,
+    Throttled,
+    UpstreamRateLimited,
+    UpstreamRejected,
+)
 from gateway.fleet import Counters, Entries, Memos, SingleFlight, Waiting
 from gateway.plivo.flow import (
     MAX_PAGE,
@@ -37,6 +45,8 @@ audit = logging.getLogger("gateway.audit")
 logger = logging.getLogger(__name__)
 RECIPIENT = re.compile(r"^\+?[0-9]{6,16}$")
 LIST_RATE = (20, 60.0)  # Plivo's limit on list requests, per account
+# A start that failed with one of these reached no Plivo code path that sends: its key is free.
+NOT_SENT = (InvalidInput, Throttled, StateUnavailable, UpstreamRejected, UpstreamRateLimited)
 
 
 class FlowClient(Protocol):
@@ -110,7 +120,7 @@ class VerificationService:
         self, key: str, where: ListFilter, first: int, offset: int
     ) -> SessionPage:
         lists = f"{self._policy.key_prefix}:lists:{self._sessions.credential.auth_id}"
-        wait = await self._counters.take(lists, LIST_RATE)
+        wait = await self._counters.take(lists, LIST_RATE, strict=False)
         if wait is not None:  # Plivo's own limit: better refused here than spent there
             raise Throttled("Plivo allows 20 list requests a minute", retry_after=round(wait, 3))
         page = await self._client.list_sessions(where, limit=first, offset=offset)
@@ -124,6 +134,8 @@ class VerificationService:
     ) -> StartOutcome:
         """Send a code (once), or return what the same Idempotency-Key got earlier."""
         check_start(params)
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise InvalidInput("Idempotency-Key must not be empty")
         try:
             if idempotency_key is None:
                 return StartOutcome(await self._start(caller, params), replayed=False)
@@ -160,12 +172,18 @@ class VerificationService:
             if claim.mine:
                 break
             if waiting.over:
-                raise IdempotencyConflict("a start with this Idempotency-Key is still in flight")
+                raise IdempotencyConflict(
+                    "a start with this Idempotency-Key is still in flight", retry_after=1.0
+                )
             await waiting.pause(None)
         try:
             started = await self._start(caller, params)
+        except NOT_SENT:
+            await self._memos.release(memo, marker)  # nothing reached Plivo: the key is free
+            raise
         except BaseException:
-            await self._memos.release(memo, marker)
+            # Plivo may have sent the code (a timeout, a 5xx, a reset): the key keeps that.
+            await self._memos.settle(memo, marker, _write_unknown(asked), window)
             raise
         await self._memos.settle(memo, marker, _write_started(started, asked), window)
         return StartOutcome(started, replayed=False)
@@ -268,10 +286,19 @@ def _write_started(started: Started, asked: str) -> str:
     return json.dumps(record, separators=(",", ":"))
 
 
+def _write_unknown(asked: str) -> str:
+    return json.dumps({"x": "unknown", "p": asked}, separators=(",", ":"))
+
+
 def _read_started(raw: str, asked: str) -> Started:
     """The start a memo kept; InvalidInput when it was made with other parameters."""
     try:
         record = json.loads(raw)
+        if record.get("x") == "unknown":
+            raise IdempotencyConflict(
+                "the first start with this Idempotency-Key got no answer from Plivo, so whether "
+                "it sent a code is unknown: use a new key to start again"
+            )
         started = Started(str(record["u"]), record.get("m"), record.get("a"))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise IdempotencyConflict("the record of this Idempotency-Key is unreadable") from None

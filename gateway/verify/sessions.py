@@ -120,7 +120,8 @@ class SessionService:
         self.credential = credential
         self.namespace = f"{base_url}:{credential.auth_id}:{credential.digest[:32]}"
         self._budget = Budget(
-            f"{policy.key_prefix}:budget:{base_url}:{credential.auth_id}",
+            # per credential: a caller with a wrong token cannot spend the account's budget
+            f"{policy.key_prefix}:budget:{base_url}:{credential.auth_id}:{credential.digest[:16]}",
             (policy.budget_requests, policy.budget_window),
         )
         self._lookups: SingleFlight[tuple[str, bool], Lookup] = SingleFlight()
