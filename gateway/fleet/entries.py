@@ -22,7 +22,6 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -293,14 +292,6 @@ class RedisEntries:
             return await self._local.recall(key)
         return raw.decode() if isinstance(raw, bytes) else None
 
-    async def get(self, key: str) -> CacheEntry | None:
-        """A plain read, whatever its generation (tests and diagnostics)."""
-        try:
-            raw = await self._link.call("GET", key)
-        except Unreachable:
-            return await self._local.get(key)
-        return decode_entry(raw) if raw is not None else None
-
 
 def encode_entry(entry: CacheEntry, generation: str | None) -> str:
     """ "<generation> <fresh until> <json>" (no generation: the script puts the current one)."""
@@ -332,4 +323,3 @@ def _ms(seconds: float) -> int:
 
 
 Entries = MemoryEntries | RedisEntries
-Factory = Callable[[], Entries]
