@@ -128,7 +128,6 @@ class Channel:
     incoming: list[str] = field(default_factory=list)
     published: list[tuple[str, str]] = field(default_factory=list)
     outages: int = 0  # the subscription is lost and made again this many times, at the end
-    shared = True
 
     async def announce(self, uuid: str, message: str) -> None:
         self.published.append((uuid, message))

@@ -26,7 +26,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from gateway.errors import InvalidInput
-from gateway.fleet.link import PROBE_INTERVAL, RedisLink, Unreachable
+from gateway.fleet.link import PROBE_INTERVAL, RedisLink, Unreachable, milliseconds
 from gateway.plivo.models import canonical_session_uuid
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,6 @@ Listening = Callable[[bool], None]
 
 class MemoryFeed:
     """A single process: nobody else to tell, nothing to hear."""
-
-    shared = False
 
     async def announce(self, uuid: str, message: str) -> None:
         """Nothing to tell."""
@@ -52,8 +50,6 @@ class MemoryFeed:
 
 class RedisFeed:
     """Redis pub/sub: the change channel, and the landed channel for fetch-lock waiters."""
-
-    shared = True
 
     def __init__(
         self,
@@ -75,7 +71,7 @@ class RedisFeed:
     async def announce(self, uuid: str, message: str) -> None:
         """Bump the session's generation and publish the change: one round trip."""
         keys = [f"{self._prefix}:gen:{uuid}"]
-        args: list[object] = [max(1, int(self._generation_ttl * 1000)), self.channel, message]
+        args: list[object] = [milliseconds(self._generation_ttl), self.channel, message]
 
         try:
             await self._link.script("bump", keys, args)

@@ -31,7 +31,7 @@ from aiocache.serializers import NullSerializer
 
 from gateway.fleet.budget import Budget
 from gateway.fleet.counters import SLOTS, Counters, MemoryCounters, RedisCounters
-from gateway.fleet.link import RedisLink, Unreachable
+from gateway.fleet.link import RedisLink, Unreachable, milliseconds
 from gateway.plivo.models import MalformedSession, Session, dump_session, parse_session
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ class MemoryEntries:
     in-process dict does not need (about 6 % of the cold path, py-spy, S2).
     """
 
-    shared = False
     hears_landings = False
 
     def __init__(self, max_entries: int, counters: Counters | None = None) -> None:
@@ -182,8 +181,6 @@ class NoEntries(MemoryEntries):
 class RedisEntries:
     """Entries in Redis, shared by the fleet; in this process while Redis does not answer."""
 
-    shared = True
-
     def __init__(
         self,
         link: RedisLink,
@@ -215,7 +212,7 @@ class RedisEntries:
         limit, window = budget.rate if budget is not None else (0, 0.0)
         keys = [key, self.generation_key(uuid), f"{self._prefix}:lock:{key}"]
         keys.append(budget.key if budget is not None else key)
-        args = [f"{time.time():.3f}", token, _ms(lease), int(force), limit, window, SLOTS]
+        args = [f"{time.time():.3f}", token, milliseconds(lease), int(force), limit, window, SLOTS]
         try:
             raw, generation, state, wait, *used = await self._link.script("claim", keys, args)
         except Unreachable:
@@ -233,7 +230,9 @@ class RedisEntries:
         value = encode_entry(entry, claim.generation)
         keys = [key, f"{self._prefix}:lock:{key}"]
         try:
-            await self._link.script("settle", keys, [value, _ms(ttl), token, self.landed_channel])
+            await self._link.script(
+                "settle", keys, [value, milliseconds(ttl), token, self.landed_channel]
+            )
         except Unreachable:
             await self._local.set(key, entry, ttl, uuid)
 
@@ -269,7 +268,9 @@ class RedisEntries:
         """A copy read elsewhere (a page of the list), under the session's current generation."""
         value = encode_entry(entry, None)
         try:
-            await self._link.script("put", [key, self.generation_key(uuid)], [_ms(ttl), value])
+            await self._link.script(
+                "put", [key, self.generation_key(uuid)], [milliseconds(ttl), value]
+            )
         except Unreachable:
             await self._local.set(key, entry, ttl, uuid)
 
@@ -280,7 +281,7 @@ class RedisEntries:
     async def remember(self, key: str, text: str, ttl: float) -> None:
         """Keep a text (a cached page) for `ttl` seconds."""
         try:
-            await self._link.call("SET", key, text, "PX", _ms(ttl))
+            await self._link.call("SET", key, text, "PX", milliseconds(ttl))
         except Unreachable:
             await self._local.remember(key, text, ttl)
 
@@ -316,10 +317,6 @@ def decode_entry(raw: bytes | str) -> CacheEntry | None:
     except (ValueError, KeyError, TypeError, MalformedSession, UnicodeDecodeError) as exc:
         logger.warning("unreadable cache entry ignored (%s)", type(exc).__name__)
         return None
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
 
 
 Entries = MemoryEntries | RedisEntries

@@ -223,9 +223,11 @@ class RedisLink:
         return True
 
     async def writable(self) -> bool:
-        """Whether Redis answers and takes writes (an out-of-memory or read-only one does not)."""
-        if not await self.ping():
-            return False
+        """Whether Redis answers and takes writes (an out-of-memory or read-only one does not).
+
+        A probe, like `ping`: it ends an outage, writing what is owed.
+        """
+        self._retry_at = 0.0
         try:
             await self.call("SET", self._epoch_key + ":probe", "1", "PX", 10_000)
         except Unreachable:
@@ -273,6 +275,11 @@ class RedisLink:
             )
         self.degraded = True
         self._retry_at = time.monotonic() + PROBE_INTERVAL
+
+
+def milliseconds(seconds: float) -> int:
+    """A TTL for Redis's PX: whole milliseconds, at least one."""
+    return max(1, int(seconds * 1000))
 
 
 def _username(name: str | None) -> dict[str, object]:

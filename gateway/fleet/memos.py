@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.errors import StateUnavailable, Throttled
-from gateway.fleet.link import RedisLink, Unreachable
+from gateway.fleet.link import RedisLink, Unreachable, milliseconds
 
 logger = logging.getLogger(__name__)
 PENDING = "pending:"
@@ -127,7 +127,9 @@ class RedisMemos:
     async def claim(self, key: str, marker: str, ttl: float) -> MemoClaim:
         copy = self._local.get(key)
         try:
-            held = await self._link.script("memo_claim", [key], [PENDING + marker, _ms(ttl)])
+            held = await self._link.script(
+                "memo_claim", [key], [PENDING + marker, milliseconds(ttl)]
+            )
         except Unreachable as exc:
             if exc.sent:  # it may run late, leaving our marker: take it back once Redis answers
                 self._releases[key] = marker
@@ -155,7 +157,9 @@ class RedisMemos:
     async def settle(self, key: str, marker: str, record: str, ttl: float) -> None:
         self._local.put(key, record, ttl)
         try:
-            await self._link.script("memo_settle", [key], [PENDING + marker, record, _ms(ttl)])
+            await self._link.script(
+                "memo_settle", [key], [PENDING + marker, record, milliseconds(ttl)]
+            )
         except Unreachable:
             logger.warning("an idempotency record is kept here until Redis answers again")
             self._settles[key] = (marker, record, ttl)
@@ -174,7 +178,9 @@ class RedisMemos:
             self._epoch = self._link.epoch
         for key in list(self._settles):
             marker, record, ttl = self._settles[key]
-            await self._link.script("memo_settle", [key], [PENDING + marker, record, _ms(ttl)])
+            await self._link.script(
+                "memo_settle", [key], [PENDING + marker, record, milliseconds(ttl)]
+            )
             del self._settles[key]
         for key in list(self._releases):
             await self._link.script("memo_release", [key], [PENDING + self._releases[key]])
@@ -204,7 +210,3 @@ class _Copies:
         return {
             key: (value, until - now) for key, (value, until) in self._items.items() if until > now
         }
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))

@@ -124,7 +124,9 @@ class SessionService:
             f"{policy.key_prefix}:budget:{base_url}:{credential.auth_id}:{credential.digest[:16]}",
             (policy.budget_requests, policy.budget_window),
         )
-        self._lookups: SingleFlight[tuple[str, bool], Lookup] = SingleFlight()
+        self._lookups: SingleFlight[tuple[str, bool], Lookup] = SingleFlight(
+            self._observer.coalesced
+        )
         self._fetches: SingleFlight[str, Lookup] = SingleFlight(self._observer.coalesced)
         # Lock tokens: unique across a fleet (a random prefix per service) and cheap to make.
         self._tokens: Callable[[], str] = map(
@@ -147,8 +149,6 @@ class SessionService:
         """The session; `refresh` skips the cached copy (still coalesced with other fetches)."""
         uuid = canonical_session_uuid(session_uuid)
         key = self.cache_key(uuid)
-        if self._lookups.in_flight((key, refresh)) is not None:
-            self._observer.coalesced()
         lookup = await self._lookups.run((key, refresh), lambda: self._lookup(key, uuid, refresh))
         self._observer.cache(lookup.source)
         return lookup
