@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 GRAPHIQL_ASSETS := gateway/static/node_modules/.package-lock.json
 SOURCES := gateway tests bench
 
-.PHONY: help install assets demo test lint typecheck importlint hadolint pytest schema bench bench-herd bench-soak clean
+.PHONY: help install assets demo test lint typecheck importlint hadolint pytest schema bench bench-herd bench-soak bench-fleet clean
 
 help:
 	@echo "make demo    install, then run the gateway in front of the built-in Plivo simulator"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench       S1 hot, S2 cold, S3 herd (needs wrk); rewrites BENCHMARKS.md's section"
 	@echo "make bench-herd  the herd benchmark; rewrites its section of BENCHMARKS.md"
 	@echo "make bench-soak  the 60 s soak; rewrites its section of BENCHMARKS.md"
+	@echo "make bench-fleet polls through two gateways within Plivo's budget (wrk, Redis); rewrites its section"
 
 install: $(INSTALLED) assets
 
@@ -69,6 +70,9 @@ bench-soak: install
 
 bench-herd: install
 	$(BIN)/python -m bench.herd --write BENCHMARKS.md
+
+bench-fleet: install
+	$(BIN)/python -m bench.fleet --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) gateway/static/node_modules .coverage .mypy_cache .ruff_cache .pytest_cache

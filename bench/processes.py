@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -68,24 +69,36 @@ def start(stack: ExitStack, argv: list[str], env: dict[str, str], log: Path) -> 
 
 
 def start_simulator(
-    stack: ExitStack, logs: Path, *, latency_ms: int = 0, extra: tuple[str, ...] = ()
+    stack: ExitStack,
+    logs: Path,
+    *,
+    latency_ms: int = 0,
+    extra: tuple[str, ...] = (),
+    live: bool = False,
+    name: str = "simulator",
 ) -> str:
-    """The simulator in bench mode, pinned to LOAD_CPU; returns its URL."""
+    """The simulator in bench mode (`live`: --bench-live), pinned to LOAD_CPU; returns its URL."""
     port = free_port()
-    argv = [COMMAND, "simulate", "--bench", "--port", str(port), "--latency-ms", str(latency_ms)]
+    mode = "--bench-live" if live else "--bench"
+    argv = [COMMAND, "simulate", mode, "--port", str(port), "--latency-ms", str(latency_ms)]
     argv += [f"--extra-credential={credential}" for credential in extra]
     credential = {"PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": AUTH_TOKEN}
-    start(stack, pinned(LOAD_CPU, argv), credential, logs / "simulator.log")
+    start(stack, pinned(LOAD_CPU, argv), credential, logs / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/__simulator/stats")
     return url
 
 
 def start_gateway(
-    stack: ExitStack, logs: Path, upstream: str, env: dict[str, str], name: str
+    stack: ExitStack,
+    logs: Path,
+    upstream: str,
+    env: dict[str, str],
+    name: str,
+    port: int | None = None,
 ) -> tuple[str, int]:
     """One `plivo-gateway serve` process pinned to GATEWAY_CPU: its /graphql URL and pid."""
-    port = free_port()
+    port = port or free_port()
     settings = {
         "PLIVO_AUTH_ID": AUTH_ID,
         "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
@@ -99,6 +112,13 @@ def start_gateway(
     pid = start(stack, pinned(GATEWAY_CPU, argv), settings, logs / f"{name}.log")
     wait_for(f"http://127.0.0.1:{port}/healthz")
     return f"http://127.0.0.1:{port}/graphql", pid
+
+
+def api_keys_setting(keys: Mapping[str, str], scopes: str = "read") -> str:
+    """GATEWAY_API_KEYS for these keys by name (`name:sha256:scopes`, comma-separated)."""
+    return ",".join(
+        f"{name}:{hashlib.sha256(key.encode()).hexdigest()}:{scopes}" for name, key in keys.items()
+    )
 
 
 def rss_mib(pid: int) -> float:

@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--fault", help="standing fault: an HTTP status, garbage, reset or slow")
     simulate.add_argument("--bench", action="store_true", help="any canonical uuid answers")
     simulate.add_argument(
+        "--bench-live",
+        action="store_true",
+        help="like --bench, but every uuid is an in-progress session that changes through"
+        " POST /__simulator/bench/changes (with signed callbacks); GET /__simulator/traffic"
+        " tells when session GETs arrived",
+    )
+    simulate.add_argument(
         "--expose-codes",
         action="store_true",
         help="GET /__simulator/codes/{uuid} tells a session's code (demos and tests only)",
@@ -202,7 +209,8 @@ def simulate_command(args: argparse.Namespace) -> int:
             token,
             args.latency_ms,
             args.fault,
-            args.bench,
+            args.bench or args.bench_live,
+            bench_live=args.bench_live,
             extra_credentials=extra,
             code_expiry=args.code_expiry,
             expose_codes=args.expose_codes,

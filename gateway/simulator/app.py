@@ -3,6 +3,8 @@
 Knobs: latency and a standing fault by setting or `PUT /__simulator/config`; one-off faults
 queued with `POST /__simulator/faults`; per request, the `X-Simulator-Fault` and
 `X-Simulator-Latency-Ms` headers. `GET /__simulator/stats` counts what was served.
+Live bench mode (`bench_live`): `GET /__simulator/traffic` and `/__simulator/bench/changes`
+(gateway/simulator/live.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.simulator.faults import Fault
 from gateway.simulator.flow_routes import code, create_session, list_sessions, validate_session
+from gateway.simulator.live import changes, traffic
 from gateway.simulator.state import (
     CANONICAL,
     SimulatorSettings,
@@ -162,7 +165,10 @@ def create_simulator(settings: SimulatorSettings) -> Starlette:
             Route("/__simulator/stats", stats, methods=["GET", "POST"]),
             Route("/__simulator/config", config, methods=["GET", "PUT"]),
             Route("/__simulator/faults", faults, methods=["POST", "DELETE"]),
+            Route("/__simulator/traffic", traffic, methods=["GET"]),
+            Route("/__simulator/bench/changes", changes, methods=["GET", "POST", "DELETE"]),
         ]
     )
     app.state.simulator = SimulatorState(settings)
+    app.state.changes = None
     return app

@@ -8,6 +8,7 @@ import uuid
 from decimal import Decimal
 
 from gateway import fixtures
+from gateway.simulator.verify import now_text
 
 STATUSES = ("in-progress", "verified", "expired")
 GENERATED_PER_STATUS = 4
@@ -99,6 +100,98 @@ class BenchTemplate:
     def render(self, session_uuid: str, account: str) -> bytes:
         """The body for `session_uuid`, asked for by `account`."""
         return self._head + session_uuid.encode() + self._middle + account.encode() + self._tail
+
+
+class LiveBenchTemplate:
+    """Live bench mode: any canonical uuid answers an in-progress session that can change.
+
+    Each uuid has a version, 0 until `change` is called for it. A change moves the last
+    attempt's status from "sent" to "delivered", or adds an attempt ("sent") to a delivered
+    one, up to `MAX_ATTEMPTS`, then toggles the last status; `updated_at` and the last
+    attempt's `time` become the time of the change. The session stays in progress. A body is
+    bytes joined from pieces made once per (attempts, last status); only changed uuids are kept.
+    """
+
+    MAX_ATTEMPTS = 5
+    _UUID, _ALIAS, _TIME = "__SESSION_UUID__", "__ALIAS__", "__CHANGED_AT__"
+
+    def __init__(self) -> None:
+        self.started = now_text()
+        self._started = self.started.encode()
+        self._pieces = [self._split(version) for version in range(2 * self.MAX_ATTEMPTS)]
+        self._changed: dict[str, tuple[int, bytes]] = {}
+
+    @classmethod
+    def shape(cls, version: int) -> tuple[int, str]:
+        """The number of attempts and the last attempt's status at `version`."""
+        return min(1 + version // 2, cls.MAX_ATTEMPTS), ("sent", "delivered")[version % 2]
+
+    def version(self, session_uuid: str) -> int:
+        """How many times `session_uuid` changed."""
+        return self._changed.get(session_uuid, (0, b""))[0]
+
+    def change(self, session_uuid: str) -> int:
+        """Change the session (its next GET differs); returns its new version."""
+        version = self.version(session_uuid) + 1
+        self._changed[session_uuid] = (version, now_text().encode())
+        return version
+
+    def render(self, session_uuid: str, account: str) -> bytes:
+        """The body for `session_uuid` at its version, asked for by `account`."""
+        version, changed_at = self._changed.get(session_uuid, (0, b""))
+        head, middle, before, between, tail = self._pieces[self._index(version)]
+        at = changed_at or self._started
+        return (
+            head + session_uuid.encode() + middle + account.encode() + before + at + between + at
+        ) + tail
+
+    def _index(self, version: int) -> int:
+        """Versions from `2 * MAX_ATTEMPTS - 2` on look alike but for the last status."""
+        last = 2 * self.MAX_ATTEMPTS - 2
+        return version if version < last else last + (version - last) % 2
+
+    def _split(self, version: int) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        count, last_status = self.shape(version)
+        attempts = [
+            {
+                "channel": "sms",
+                "attempt_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-attempt-{index}")),
+                "status": last_status if index == count - 1 else "delivered",
+                "time": self._TIME if index == count - 1 else self.started,
+            }
+            for index in range(count)
+        ]
+        charges = [
+            {"attempt_uuid": a["attempt_uuid"], "channel": "sms", "charge": "0.00500"}
+            for a in attempts
+        ]
+        body = {
+            "api_id": "5f1c0a4e-2c3b-4d6e-9f70-8a9b0c1d2e3f",
+            "session_uuid": self._UUID,
+            "app_uuid": "ec66515e-86f6-4507-8620-31c039538d7a",
+            "alias": self._ALIAS,
+            "recipient": "919999000001",
+            "channel": "sms",
+            "status": "in-progress",
+            "count": count,
+            "locale": "en",
+            "requestor_ip": "203.0.113.7",
+            "destination_country_iso2": "IN",
+            "destination_network": "Jio",
+            "attempt_details": attempts,
+            "charges": {
+                "total_charge": f"{Decimal('0.00500') * count:.5f}",
+                "validation_charge": "0.0000",
+                "attempt_charges": charges,
+            },
+            "created_at": self.started,
+            "updated_at": self._TIME,
+        }
+        text = json.dumps(body)
+        head, rest = text.split(self._UUID)
+        middle, rest = rest.split(self._ALIAS)
+        before, between, tail = rest.split(self._TIME)  # the last attempt's time, updated_at
+        return head.encode(), middle.encode(), before.encode(), between.encode(), tail.encode()
 
 
 def _uuid4(rng: random.Random) -> uuid.UUID:

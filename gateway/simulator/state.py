@@ -9,15 +9,23 @@ import json
 import re
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.simulator.faults import Fault, FaultPlan
-from gateway.simulator.seed import BenchTemplate, seed_sessions
-from gateway.simulator.verify import Flow, ListLimiter, now_text, send_callback, spawn
+from gateway.simulator.seed import BenchTemplate, LiveBenchTemplate, seed_sessions
+from gateway.simulator.verify import (
+    Flow,
+    ListLimiter,
+    is_loopback,
+    now_text,
+    send_callback,
+    spawn,
+)
 
 CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TRACKED_SESSIONS = 10_000
@@ -32,6 +40,7 @@ class SimulatorSettings:
     latency_ms: float = 0.0
     fault: str | None = None
     bench: bool = False
+    bench_live: bool = False  # any canonical uuid answers an in-progress session that changes
     extra_credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     code_expiry: float = 600.0
     expose_codes: bool = False
@@ -46,7 +55,16 @@ class SimulatorState:
         self.sessions = seed_sessions()
         self.latency_ms = settings.latency_ms
         self.faults = FaultPlan(Fault.parse(settings.fault) if settings.fault else None)
-        self.bench = BenchTemplate() if settings.bench else None
+        self.bench: BenchTemplate | LiveBenchTemplate | None = (
+            LiveBenchTemplate()
+            if settings.bench_live
+            else BenchTemplate()
+            if settings.bench
+            else None
+        )
+        self.traffic = Traffic()
+        self.changes = 0
+        self.callbacks: Counter[str] = Counter()
         self.served = 0
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -83,11 +101,24 @@ class SimulatorState:
         """Send the session's status callback in the background."""
         flow, body = self.flows[session_uuid], self.sessions[session_uuid]
         token = self.tokens[flow.account]
-        spawn(self.tasks, send_callback(flow, dict(body), token, session_status))
+        sending = send_callback(flow, dict(body), token, session_status)
+        if flow.url is not None and is_loopback(flow.url):
+            spawn(self.tasks, self.counted(sending))
+        else:
+            spawn(self.tasks, sending)
+
+    async def counted(self, sending: Awaitable[int | None]) -> None:
+        """Send a callback and count its answer."""
+        self.answered_callback(await sending)
+
+    def answered_callback(self, status: int | None) -> None:
+        """Count a callback sent, by its HTTP answer ("failed" when none came)."""
+        self.callbacks["failed" if status is None else str(status)] += 1
 
     def arrived(self, session_uuid: str) -> None:
         """Count a session request when it arrives (so a slow answer counts at once)."""
         self.served += 1
+        self.traffic.record()
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         key = session_uuid.lower()
@@ -111,8 +142,14 @@ class SimulatorState:
             "by_session": dict(self.by_session),
             "latency_ms": self.latency_ms,
             "bench": self.bench is not None,
+            "bench_live": isinstance(self.bench, LiveBenchTemplate),
             "lists": self.lists_served,
             "creates": self.creates,
+            "changes": self.changes,
+            "callbacks_sent": sum(self.callbacks.values()),
+            "callbacks_by_status": dict(sorted(self.callbacks.items())),
+            "traffic_kept": len(self.traffic.times),
+            "traffic_dropped": self.traffic.dropped,
         }
 
     def reset_stats(self) -> None:
@@ -122,6 +159,41 @@ class SimulatorState:
         self.by_session.clear()
         self.lists_served = 0
         self.creates = 0
+        self.changes = 0
+        self.callbacks.clear()
+        self.traffic.clear()
+
+
+class Traffic:
+    """When session GETs arrived: `time.monotonic()` seconds (CLOCK_MONOTONIC, one clock for
+    every process of the machine on Linux), the last `limit` of them within `keep` seconds.
+
+    A benchmark reads them back (`GET /__simulator/traffic`) to find the most requests in any
+    sliding window, as Plivo's account limit counts them.
+    """
+
+    def __init__(self, limit: int = 1_000_000, keep: float = 600.0) -> None:
+        self.times: deque[float] = deque(maxlen=limit)
+        self.keep = keep
+        self.dropped = 0
+
+    def record(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        times = self.times
+        if len(times) == times.maxlen:
+            self.dropped += 1
+        times.append(now)
+        while times[0] < now - self.keep:
+            times.popleft()
+            self.dropped += 1
+
+    def between(self, since: float, until: float) -> list[float]:
+        """The times kept from `since` up to `until` (both included), oldest first."""
+        return [t for t in self.times if since <= t <= until]
+
+    def clear(self) -> None:
+        self.times.clear()
+        self.dropped = 0
 
 
 def plivo_error(status: int, message: str) -> JSONResponse:

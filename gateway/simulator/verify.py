@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 logger = logging.getLogger(__name__)
+CALLBACK_TIMEOUT = aiohttp.ClientTimeout(total=5)
 MAX_TRIES = 10
 WRONG_CODE, EXPIRED, TOO_MANY = (
     "Invalid OTP",
@@ -221,16 +222,11 @@ def sign_v3_post(url: str, nonce: str, token: str, params: dict[str, str]) -> st
     ).decode()
 
 
-async def send_callback(flow: Flow, body: dict[str, Any], token: str, session_status: str) -> None:
-    """One status callback for the session's last attempt; loopback URLs only."""
-    if flow.url is None:
-        return
-    if not is_loopback(flow.url):
-        logger.warning("callback to %s not sent: not a loopback address", flow.url)
-        return
+def callback_params(body: dict[str, Any], session_status: str) -> dict[str, str]:
+    """The form of a status callback about the session's last attempt."""
     attempts = body["attempt_details"]
     last = attempts[-1] if attempts else {}
-    params = {
+    return {
         "AttemptSequence": str(len(attempts)),
         "AttemptUUID": str(last.get("attempt_uuid", "")),
         "Channel": str(last.get("channel", body["channel"])),
@@ -241,22 +237,48 @@ async def send_callback(flow: Flow, body: dict[str, Any], token: str, session_st
         "SessionStatus": session_status,
         "SessionUUID": str(body["session_uuid"]),
     }
+
+
+def signed_headers(url: str, token: str, params: dict[str, str]) -> dict[str, str]:
+    """V2 and V3 signatures of a POST of `params` to `url`, with a new nonce."""
     nonce = str(secrets.randbelow(10**20))
-    headers = {
-        "X-Plivo-Signature-V2": sign_v2(flow.url, nonce, token),
+    return {
+        "X-Plivo-Signature-V2": sign_v2(url, nonce, token),
         "X-Plivo-Signature-V2-Nonce": nonce,
-        "X-Plivo-Signature-V3": sign_v3_post(flow.url, nonce, token, params),
+        "X-Plivo-Signature-V3": sign_v3_post(url, nonce, token, params),
         "X-Plivo-Signature-V3-Nonce": nonce,
     }
+
+
+async def post_callback(
+    client: aiohttp.ClientSession, url: str, params: dict[str, str], token: str
+) -> int | None:
+    """POST one signed callback; its HTTP status, or None when it got no answer."""
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client,
-            client.post(flow.url, data=params, headers=headers) as response,
-        ):
-            await response.read()
-            logger.info("callback for %s answered %d", body["session_uuid"], response.status)
+        async with client.post(url, data=params, headers=signed_headers(url, token, params)) as r:
+            await r.read()
+            logger.info("callback for %s answered %d", params["SessionUUID"], r.status)
+            return r.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        logger.warning("callback for %s failed (%s)", body["session_uuid"], type(exc).__name__)
+        logger.warning("callback for %s failed (%s)", params["SessionUUID"], type(exc).__name__)
+        return None
+
+
+async def send_callback(
+    flow: Flow, body: dict[str, Any], token: str, session_status: str
+) -> int | None:
+    """One status callback for the session's last attempt; loopback URLs only.
+
+    Returns the receiver's HTTP status, or None when nothing was sent or nothing answered.
+    """
+    if flow.url is None:
+        return None
+    if not is_loopback(flow.url):
+        logger.warning("callback to %s not sent: not a loopback address", flow.url)
+        return None
+    params = callback_params(body, session_status)
+    async with aiohttp.ClientSession(timeout=CALLBACK_TIMEOUT) as client:
+        return await post_callback(client, flow.url, params, token)
 
 
 def spawn(tasks: set[asyncio.Task[None]], coroutine: Any) -> None:
