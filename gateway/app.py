@@ -36,7 +36,7 @@ from gateway.schema import SchemaOptions, build_schema
 from gateway.schema.context import Context
 from gateway.verify.flow import FlowPolicy
 from gateway.verify.services import BreakerPolicy, SessionServices
-from gateway.verify.sessions import CachePolicy
+from gateway.verify.sessions import CachePolicy, SessionService
 from gateway.verify.watch import SessionWatcher
 from gateway.web import (
     CALLBACK_PATH,
@@ -95,7 +95,9 @@ def cache_policy(settings: Settings) -> CachePolicy:
         in_progress_ttl=settings.ttl_in_progress,
         not_found_ttl=settings.ttl_not_found,
         stale_while_revalidate=settings.stale_while_revalidate,
-        stale_if_error=settings.stale_if_error,
+        max_stale=settings.max_stale,
+        callback_ttl=settings.callback_ttl,
+        key_share=settings.key_budget_share,
         fetch_lease=settings.upstream_deadline + 1.0,
         key_prefix=settings.cache_prefix,
         budget_requests=settings.budget_requests,
@@ -129,8 +131,19 @@ def create_app(
     ids = RequestIds()
     fleet = build_fleet(settings)
 
-    watcher = SessionWatcher(settings.watch_interval, settings.watch_max_interval)
+    watcher = SessionWatcher(
+        settings.watch_interval, settings.watch_max_interval, key_share=settings.key_budget_share
+    )
     metrics.watching(lambda: watcher.pollers)
+
+    def default_sessions() -> SessionService | None:
+        services: SessionServices | None = getattr(starlette_app.state, "services", None)
+        return None if services is None else services.default
+
+    metrics.freshness(
+        lambda: getattr(default_sessions(), "live", 0),
+        lambda: getattr(default_sessions(), "refresh_interval", settings.ttl_in_progress),
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -189,11 +202,13 @@ def create_app(
             scopes=caller.principal.scopes,
             caller=caller.principal.name,
             flow=services.flow_for(caller.credential),
-            watch=lambda uuid: watcher.watch(sessions, uuid),
+            watch=lambda uuid: watcher.watch(sessions, uuid, caller.principal.name),
             idempotency_key=caller.idempotency_key,
         )
 
     async def callback_changed(session_uuid: str) -> None:
+        # Its callbacks arrive: no polling it until one says it changed (or the safety TTL).
+        await starlette_app.state.services.default.cover(session_uuid)
         await starlette_app.state.changes.changed(session_uuid)
 
     async def readiness() -> dict[str, str]:

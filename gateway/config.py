@@ -56,7 +56,9 @@ class Settings:
     ttl_in_progress: float = 2.0
     ttl_not_found: float = 5.0
     stale_while_revalidate: float = 10.0
-    stale_if_error: float = 300.0
+    max_stale: float = 600.0
+    callback_ttl: float = 60.0
+    key_budget_share: float = 0.5
     auth: Literal["keys", "none"] = "keys"
     api_keys: tuple[ApiKey, ...] = ()
     max_depth: int = 8
@@ -116,8 +118,15 @@ class Settings:
             "stale_while_revalidate": reader.optional(
                 "GATEWAY_CACHE_STALE_WHILE_REVALIDATE", _duration
             ),
-            "stale_if_error": reader.optional("GATEWAY_CACHE_STALE_IF_ERROR", _duration),
+            "max_stale": reader.optional("GATEWAY_CACHE_MAX_STALE", _duration),
+            "callback_ttl": reader.optional("GATEWAY_CACHE_TTL_CALLBACKS", _duration),
+            "key_budget_share": reader.optional("GATEWAY_KEY_BUDGET_SHARE", _fraction),
         }
+        if "GATEWAY_CACHE_STALE_IF_ERROR" in reader.environ:
+            reader.problems.append(
+                "GATEWAY_CACHE_STALE_IF_ERROR is now GATEWAY_CACHE_MAX_STALE (the oldest copy"
+                " served, in seconds since it was fetched): rename it"
+            )
         settings.update(_read_hardening(reader))
         if reader.problems:
             raise ConfigError(reader.problems)
@@ -344,6 +353,16 @@ def _positive_int(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError("must be a whole number of at least 1")
     return int(raw)
+
+
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise ValueError("must be a fraction above 0 and at most 1, like 0.5")
+    return value
 
 
 def _count(raw: str) -> int:

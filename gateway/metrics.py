@@ -105,6 +105,17 @@ class Metrics:
             "Sessions watched for subscribers in this process (one poller each)",
             registry=r,
         )
+        self.live_sessions = Gauge(
+            "gateway_live_sessions",
+            "In-progress sessions polled without callbacks, as the last fetch saw them (fleet-wide"
+            " with Redis; the configured credential)",
+            registry=r,
+        )
+        self.refresh_interval = Gauge(
+            "gateway_refresh_interval_seconds",
+            "How long an in-progress copy stays fresh now, so that refreshes fit the Plivo budget",
+            registry=r,
+        )
         self._operations = BoundedLabels()
         self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._upstream_children: dict[str, tuple[Any, Any]] = {}
@@ -148,6 +159,11 @@ class Metrics:
     def watching(self, count: Callable[[], int]) -> None:
         """Report the number of watched sessions from `count` at each scrape."""
         self.watched_sessions.set_function(count)
+
+    def freshness(self, live: Callable[[], int], interval: Callable[[], float]) -> None:
+        """Report the live sessions and the refresh interval at each scrape."""
+        self.live_sessions.set_function(live)
+        self.refresh_interval.set_function(interval)
 
     def coalesced(self) -> None:
         self.coalesced_waiters.inc()

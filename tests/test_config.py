@@ -110,7 +110,9 @@ def test_cache_settings() -> None:
             "GATEWAY_CACHE_TTL_IN_PROGRESS": "1",
             "GATEWAY_CACHE_TTL_NOT_FOUND": "0",
             "GATEWAY_CACHE_STALE_WHILE_REVALIDATE": "3",
-            "GATEWAY_CACHE_STALE_IF_ERROR": "30",
+            "GATEWAY_CACHE_MAX_STALE": "30",
+            "GATEWAY_CACHE_TTL_CALLBACKS": "90",
+            "GATEWAY_KEY_BUDGET_SHARE": "0.25",
         }
     )
     assert settings.cache_url == "rediss://:p%40ss@redis.internal:6380/2"
@@ -121,7 +123,8 @@ def test_cache_settings() -> None:
         0.1,
     )
     assert (settings.ttl_terminal, settings.ttl_in_progress, settings.ttl_not_found) == (60, 1, 0)
-    assert (settings.stale_while_revalidate, settings.stale_if_error) == (3, 30)
+    assert (settings.stale_while_revalidate, settings.max_stale) == (3, 30)
+    assert (settings.callback_ttl, settings.key_budget_share) == (90, 0.25)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +137,11 @@ def test_cache_settings() -> None:
         ("GATEWAY_CACHE_PREFIX", "has space"),
         ("GATEWAY_CACHE_MAX_ENTRIES", "0"),
         ("GATEWAY_CACHE_TTL_TERMINAL", "-1"),
-        ("GATEWAY_CACHE_STALE_IF_ERROR", "forever"),
+        ("GATEWAY_CACHE_MAX_STALE", "forever"),
+        ("GATEWAY_CACHE_STALE_IF_ERROR", "300"),
+        ("GATEWAY_KEY_BUDGET_SHARE", "0"),
+        ("GATEWAY_KEY_BUDGET_SHARE", "1.5"),
+        ("GATEWAY_CACHE_TTL_CALLBACKS", "-5"),
     ],
 )
 def test_malformed_cache_settings_are_named(name: str, value: str) -> None:

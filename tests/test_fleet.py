@@ -10,6 +10,7 @@ import pytest
 from gateway import fixtures
 from gateway.fleet import (
     CacheEntry,
+    Demand,
     Fleet,
     MemoryCounters,
     MemoryEntries,
@@ -111,22 +112,24 @@ async def test_a_claim_is_a_hit_a_fetch_or_held_and_the_lock_is_its_holders(
     fleet, prefix = shared_redis
     entries = fleet.entries
     key = f"{prefix}:session:k"
-    first = await entries.claim(key, "u", "holder-1", 0.3, force=False, budget=None)
-    second = await entries.claim(key, "u", "holder-2", 0.3, force=False, budget=None)
+    first = await entries.claim(key, "u", "holder-1", 0.3, force=False, demand=Demand(None))
+    second = await entries.claim(key, "u", "holder-2", 0.3, force=False, demand=Demand(None))
     assert (first.state, second.state) == ("fetch", "held")
     await entries.release(key, "holder-2")  # not the holder: nothing happens
-    assert (await entries.claim(key, "u", "t", 0.3, force=False, budget=None)).state == "held"
+    assert (
+        await entries.claim(key, "u", "t", 0.3, force=False, demand=Demand(None))
+    ).state == "held"
 
     async def lease_ended() -> bool:  # the holder "died": its lease ends the lock
-        claim = await entries.claim(key, "u", "holder-3", 5, force=False, budget=None)
+        claim = await entries.claim(key, "u", "holder-3", 5, force=False, demand=Demand(None))
         return claim.state == "fetch"
 
     await eventually(lease_ended, within=5)
     stored = entry()
-    await entries.settle(key, "u", stored, first, 30, "holder-3")
-    hit = await entries.claim(key, "u", "t", 5, force=False, budget=None)
+    await entries.settle(key, "u", stored, first, 30, "holder-3", demand=Demand(None))
+    hit = await entries.claim(key, "u", "t", 5, force=False, demand=Demand(None))
     assert (hit.state, hit.entry) == ("hit", stored)
-    forced = await entries.claim(key, "u", "holder-4", 5, force=True, budget=None)
+    forced = await entries.claim(key, "u", "holder-4", 5, force=True, demand=Demand(None))
     assert (forced.state, forced.entry) == ("fetch", stored)  # a refresh, the copy still served
 
 
@@ -146,12 +149,12 @@ async def test_a_waiting_instance_is_handed_what_the_holder_lands(
     try:
         await eventually(lambda: asyncio.sleep(0, bool(heard)))
         key = f"{prefix}:session:k"
-        holder = await fleet.entries.claim(key, "u", "holder", 5, force=False, budget=None)
+        holder = await fleet.entries.claim(key, "u", "holder", 5, force=False, demand=Demand(None))
         landing = fleet.entries.landing(key)
-        waiter = await fleet.entries.claim(key, "u", "waiter", 5, force=False, budget=None)
+        waiter = await fleet.entries.claim(key, "u", "waiter", 5, force=False, demand=Demand(None))
         assert (holder.state, waiter.state) == ("fetch", "held")
         stored = entry()
-        await fleet.entries.settle(key, "u", stored, holder, 30, "holder")
+        await fleet.entries.settle(key, "u", stored, holder, 30, "holder", demand=Demand(None))
         assert await asyncio.wait_for(landing, 5) == stored
     finally:
         listener.cancel()
@@ -164,11 +167,11 @@ async def test_a_bumped_generation_forgets_every_credentials_copy(
     fleet, prefix = shared_redis
     keys = [f"{prefix}:session:{credential}:u" for credential in "abc"]
     for key in keys:
-        claim = await fleet.entries.claim(key, "u", "t", 5, force=False, budget=None)
-        await fleet.entries.settle(key, "u", entry(), claim, 30, "t")
+        claim = await fleet.entries.claim(key, "u", "t", 5, force=False, demand=Demand(None))
+        await fleet.entries.settle(key, "u", entry(), claim, 30, "t", demand=Demand(None))
     await fleet.feed.announce("u", "{}")
     for key in keys:
-        claim = await fleet.entries.claim(key, "u", "t2", 5, force=False, budget=None)
+        claim = await fleet.entries.claim(key, "u", "t2", 5, force=False, demand=Demand(None))
         assert (claim.state, claim.entry) == ("fetch", None)
 
 

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from gateway import fixtures
 from gateway.errors import Throttled
-from gateway.fleet import CacheEntry, Fleet, MemoryEntries, MemoryMemos, open_fleet
+from gateway.fleet import CacheEntry, Demand, Fleet, MemoryEntries, MemoryMemos, open_fleet
 from gateway.fleet.counters import MemoryCounters
 from gateway.plivo.client import Credential, PlivoClient, create_http_client
 from gateway.plivo.transport import HttpxUpstream
@@ -534,7 +534,9 @@ async def test_a_session_another_instance_is_fetching_costs_one_round_trip_and_t
             ours = await eventually(wire)
             (sessions,) = services(http, waiter, prefix, 1)
             key = sessions.cache_key(UUID)
-            claim = await holder.entries.claim(key, UUID, "holder", 5, force=False, budget=None)
+            claim = await holder.entries.claim(
+                key, UUID, "holder", 5, force=False, demand=Demand(None)
+            )
             assert claim.state == "fetch"  # the other instance holds the fetch lock
             start = await monitor.mark()
             lookup = asyncio.create_task(sessions.get(UUID))
@@ -547,7 +549,7 @@ async def test_a_session_another_instance_is_fetching_costs_one_round_trip_and_t
             await eventually(waiting)
             now = time.time()
             landed = CacheEntry(None, stored_at=now, fresh_until=now + 60)
-            await holder.entries.settle(key, UUID, landed, claim, 60, "holder")
+            await holder.entries.settle(key, UUID, landed, claim, 60, "holder", demand=Demand(None))
             found = await asyncio.wait_for(lookup, 5)
             end = await monitor.mark()
         finally:

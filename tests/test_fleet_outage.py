@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from gateway.errors import StateUnavailable, Throttled, UpstreamRateLimited
-from gateway.fleet import Fleet, RedisEntries, open_fleet
+from gateway.fleet import Demand, Fleet, RedisEntries, open_fleet
 from gateway.fleet.link import RedisLink
 from gateway.plivo.flow import Started, StartParams
 from gateway.verify.flow import FlowPolicy, VerificationService
@@ -137,7 +137,7 @@ async def test_the_budget_falls_back_to_this_instances_share_never_unlimited(how
     with own_redis() as server:
         async with fleet_on(server) as fleet:
             plivo = FakePlivo()
-            sessions = service(plivo, fleet.entries, CachePolicy(budget_requests=4))
+            sessions = service(plivo, fleet.entries, CachePolicy(budget_requests=4, key_share=1.0))
             for _ in range(2):
                 await sessions.get(new_uuid())
             with outage(server, how):
@@ -296,7 +296,7 @@ async def test_a_change_announced_during_an_outage_reaches_the_fleet_when_it_is_
             async def forgotten() -> bool:
                 assert link is not None
                 await link.ping()
-                claim = await entries.claim(key, changed, "t", 1, force=False, budget=None)
+                claim = await entries.claim(key, changed, "t", 1, force=False, demand=Demand(None))
                 return claim.state == "fetch"
 
             await eventually(forgotten)

@@ -49,7 +49,7 @@ async def test_entries_live_as_long_as_their_shortest_lived_session(simulator: S
         simulator.url,
         GATEWAY_CACHE_TTL_TERMINAL=0.1,
         GATEWAY_CACHE_STALE_WHILE_REVALIDATE=0,
-        GATEWAY_CACHE_STALE_IF_ERROR=0,
+        GATEWAY_CACHE_MAX_STALE=0,
     )
     async with gateway_client(settings) as client:
         await client.post("/graphql", json=BODY)

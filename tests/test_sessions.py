@@ -76,7 +76,7 @@ async def test_terminal_sessions_are_cached_long() -> None:
 
 async def test_in_progress_sessions_are_cached_briefly() -> None:
     plivo = FakePlivo(session_status="in-progress")
-    policy = CachePolicy(in_progress_ttl=0.05, stale_while_revalidate=0, stale_if_error=0)
+    policy = CachePolicy(in_progress_ttl=0.05, stale_while_revalidate=0, max_stale=0)
     sessions = service(plivo, fresh_cache(), policy)
     assert (await sessions.get(UUID)).source == "miss"
     assert (await sessions.get(UUID)).source == "hit"
@@ -87,7 +87,7 @@ async def test_in_progress_sessions_are_cached_briefly() -> None:
 
 async def test_not_found_is_cached_briefly() -> None:
     plivo = FakePlivo()
-    policy = CachePolicy(not_found_ttl=0.05, stale_while_revalidate=0, stale_if_error=0)
+    policy = CachePolicy(not_found_ttl=0.05, stale_while_revalidate=0, max_stale=0)
     sessions = service(plivo, fresh_cache(), policy)
     missing = "00000000-0000-4000-8000-000000000000"
     assert (await sessions.get(missing)).session is None
@@ -166,7 +166,7 @@ async def test_stale_while_revalidate_serves_at_once_and_refreshes_once() -> Non
 
 async def test_stale_if_error_serves_the_last_good_value_up_to_the_limit() -> None:
     plivo = FakePlivo(session_status="in-progress")
-    policy = CachePolicy(in_progress_ttl=0.02, stale_while_revalidate=0, stale_if_error=0.3)
+    policy = CachePolicy(in_progress_ttl=0.02, stale_while_revalidate=0, max_stale=0.3)
     sessions = service(plivo, fresh_cache(), policy)
     await sessions.get(UUID)
     await asyncio.sleep(0.05)
@@ -181,7 +181,7 @@ async def test_stale_if_error_serves_the_last_good_value_up_to_the_limit() -> No
 
 async def test_stale_if_error_does_not_hide_a_rejection() -> None:
     plivo = FakePlivo(session_status="in-progress")
-    policy = CachePolicy(in_progress_ttl=0.02, stale_while_revalidate=0, stale_if_error=60)
+    policy = CachePolicy(in_progress_ttl=0.02, stale_while_revalidate=0, max_stale=60)
     sessions = service(plivo, fresh_cache(), policy)
     await sessions.get(UUID)
     await asyncio.sleep(0.05)

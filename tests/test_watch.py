@@ -38,7 +38,14 @@ class Script:
     namespace: str = "test"
     reads: int = 0
 
-    async def get(self, session_uuid: str, *, refresh: bool = False) -> Lookup:
+    async def get(
+        self,
+        session_uuid: str,
+        *,
+        refresh: bool = False,
+        caller: str = "anonymous",
+        watched: bool = False,
+    ) -> Lookup:
         outcome = self.outcomes[min(self.reads, len(self.outcomes) - 1)]
         self.reads += 1
         if isinstance(outcome, Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from gateway.fleet.budget import Budget
+from gateway.fleet.budget import WATCHED, Budget, Priority
 from gateway.fleet.changes import Changes, Feed, MemoryFeed, RedisFeed
 from gateway.fleet.counters import (
     Counters,
@@ -21,9 +21,12 @@ from gateway.fleet.counters import (
     SlidingWindow,
 )
 from gateway.fleet.entries import (
+    LIVE_HORIZON,
     CacheEntry,
     Claim,
+    Demand,
     Entries,
+    Live,
     MemoryEntries,
     NoEntries,
     RedisEntries,
@@ -33,21 +36,26 @@ from gateway.fleet.locks import SingleFlight, Waiting
 from gateway.fleet.memos import MemoClaim, MemoryMemos, Memos, RedisMemos
 
 __all__ = [
+    "LIVE_HORIZON",
+    "WATCHED",
     "Budget",
     "CacheEntry",
     "Changes",
     "Claim",
     "Counters",
+    "Demand",
     "Entries",
     "Feed",
     "Fleet",
     "KeyedRate",
+    "Live",
     "MemoClaim",
     "MemoryCounters",
     "MemoryEntries",
     "MemoryMemos",
     "Memos",
     "NoEntries",
+    "Priority",
     "Rate",
     "RedisCounters",
     "RedisEntries",

@@ -43,15 +43,25 @@ class SlidingWindow:
 
     def take(self, now: float, *, limit: int | None = None) -> float | None:
         """Count one; None when it fits under `limit` (default: the window's), else the wait."""
+        wait = self.wait(now, limit)
+        if wait is None:
+            self.add(now)
+        return wait
+
+    def wait(self, now: float, limit: int | None = None) -> float | None:
+        """None when one more fits under `limit`, else the seconds until it does (counts none)."""
+        if self.used(now) + 1 <= (self.limit if limit is None else limit):
+            return None
+        first = self._buckets[0][0] if self._buckets else int(now // self.width)
+        return max(0.001, (first + SLOTS + 1) * self.width - now)
+
+    def add(self, now: float) -> None:
+        """Count one, whatever the limit."""
         current = int(now // self.width)
-        if self.used(now) + 1 > (self.limit if limit is None else limit):
-            first = self._buckets[0][0] if self._buckets else current
-            return max(0.001, (first + SLOTS + 1) * self.width - now)
         if self._buckets and self._buckets[-1][0] == current:
             self._buckets[-1][1] += 1
         else:
             self._buckets.append([current, 1])
-        return None
 
     def is_open(self, now: float) -> bool:
         """Whether anything taken still counts."""
@@ -77,6 +87,15 @@ class Counters(Protocol):
         """
         ...
 
+    async def take_pair(
+        self, key: str, limit: int, share: str, share_limit: int, window: float
+    ) -> float | None:
+        """Count one for `key` and for `share` when both fit their limits, else neither.
+
+        The Plivo budget and a caller's share of it: None when taken, else the seconds to wait.
+        """
+        ...
+
 
 class MemoryCounters:
     """Counters in this process, at most `max_keys` of them, never forgetting an open window."""
@@ -92,14 +111,36 @@ class MemoryCounters:
     async def take(self, key: str, rate: Rate, *, strict: bool = True) -> float | None:
         return self.take_now(key, rate)
 
+    async def take_pair(
+        self, key: str, limit: int, share: str, share_limit: int, window: float
+    ) -> float | None:
+        return self.take_pair_now(key, limit, share, share_limit, window)
+
     def take_now(self, key: str, rate: Rate, *, limit: int | None = None) -> float | None:
         """`take` without awaiting; `limit` lowers the rate's limit (a share of it)."""
         now = self._clock()
+        return self._window(key, rate, now).take(now, limit=limit)
+
+    def take_pair_now(
+        self, key: str, limit: int, share: str, share_limit: int, window: float
+    ) -> float | None:
+        """`take_pair` without awaiting."""
+        now = self._clock()
+        first = self._window(key, (limit, window), now)
+        second = self._window(share, (share_limit, window), now)
+        waits = [w for w in (first.wait(now, limit), second.wait(now, share_limit)) if w]
+        if waits:
+            return max(waits)
+        first.add(now)
+        second.add(now)
+        return None
+
+    def _window(self, key: str, rate: Rate, now: float) -> SlidingWindow:
         window = self._windows.get(key)
         if window is None:
             window = self._admit(key, rate, now)
         self._windows.move_to_end(key)
-        return window.take(now, limit=limit)
+        return window
 
     def used(self, key: str) -> int:
         """What `key` has taken in its open window (0 when unknown)."""
@@ -162,6 +203,45 @@ class RedisCounters:
         self.note(key, rate, int(used), taken=wait <= 0)
         return None if wait <= 0 else max(0.001, wait)
 
+    async def take_pair(
+        self, key: str, limit: int, share: str, share_limit: int, window: float
+    ) -> float | None:
+        now = f"{self._clock():.3f}"
+        try:
+            used, shared, wait = await self._link.script(
+                "take_pair", [key, share], [limit, share_limit, window, SLOTS, now]
+            )
+        except Unreachable:
+            return self.take_pair_alone(key, limit, share, share_limit, window)
+        wait = float(wait)
+        self.note_pair(key, limit, share, share_limit, window, (int(used), int(shared)), wait)
+        return None if wait <= 0 else max(0.001, wait)
+
+    def note_pair(
+        self,
+        key: str,
+        limit: int,
+        share: str,
+        share_limit: int,
+        window: float,
+        used: tuple[int, int],
+        wait: float,
+    ) -> None:
+        """What Redis said of a budget and a caller's share (both taken when `wait` is 0)."""
+        self.note(key, (limit, window), used[0], taken=wait <= 0)
+        self.note(share, (share_limit, window), used[1], taken=wait <= 0)
+
+    def take_pair_alone(
+        self, key: str, limit: int, share: str, share_limit: int, window: float
+    ) -> float | None:
+        """`take_pair` while Redis is unreachable: both within this instance's share, or none."""
+        for name, most in ((key, limit), (share, share_limit)):
+            if not self._fits_alone(name, (most, window), strict=False):
+                return round(window / SLOTS, 3)
+        for name, most in ((key, limit), (share, share_limit)):
+            self._record_alone(name, (most, window))
+        return None
+
     def note(self, key: str, rate: Rate, used: int, *, taken: bool) -> None:
         """Redis said the fleet has used `used` of `key` (this take included when `taken`)."""
         if taken:
@@ -178,6 +258,12 @@ class RedisCounters:
 
     def take_alone(self, key: str, rate: Rate, *, strict: bool = True) -> float | None:
         """The decision while Redis is unreachable (see the class docstring)."""
+        if not self._fits_alone(key, rate, strict=strict):
+            return round(rate[1] / SLOTS, 3)
+        self._record_alone(key, rate)
+        return None
+
+    def _fits_alone(self, key: str, rate: Rate, *, strict: bool) -> bool:
         limit, window = rate
         now, mine = self._clock(), self._mine.used(key)
         alone = self._link.peers_known and self._link.peers == 1
@@ -192,11 +278,11 @@ class RedisCounters:
             fits = now - self._started >= window and mine + 1 <= limit
         else:
             fits = mine + 1 <= limit // max(1, self._link.peers)
-        if not fits:
-            return round(window / SLOTS, 3)
+        return fits
+
+    def _record_alone(self, key: str, rate: Rate) -> None:
         self._count_here(key, rate)
-        self._owed[key] = (window, self._owed.get(key, (window, 0))[1] + 1)
-        return None
+        self._owed[key] = (rate[1], self._owed.get(key, (rate[1], 0))[1] + 1)
 
     async def _flush(self) -> None:
         """Count in Redis what was taken here while it did not answer (one call per key)."""

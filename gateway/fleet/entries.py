@@ -3,8 +3,14 @@
 A lookup *claims* its key: it gets the copy when it is fresh, or else the copy it may still
 serve stale and one of three answers: `fetch` (this caller holds the fetch lock, and one
 request of the Plivo budget is spent), `held` (another instance is fetching: wait for what
-lands), or `refused` (the budget is spent). With Redis a claim is one round trip (a Lua
-script) and so is settling (store, let go of the lock, tell the waiters): two for a new session.
+lands), or `refused` (the budget, or the caller's share of it, is spent). With Redis a claim is
+one round trip (a Lua script) and so is settling (store, let go of the lock, tell the waiters):
+two for a new session.
+
+The claim also keeps the *live set* of a budget: the in-progress sessions polled without
+callbacks, each with when it was last read. Its size (those read within `LIVE_HORIZON`) sets
+how long their copies stay fresh; whether a session was read recently sets the priority of its
+refresh. Sessions whose status callbacks arrive are *covered*: they leave the live set.
 
 Every copy carries its session's generation. When a session changes its generation is bumped,
 and a copy of an older generation counts as absent: forgetting a session costs the same
@@ -29,13 +35,16 @@ import orjson
 from aiocache import SimpleMemoryCache
 from aiocache.serializers import NullSerializer
 
-from gateway.fleet.budget import Budget
+from gateway.fleet.budget import Budget, Priority
 from gateway.fleet.counters import SLOTS, Counters, MemoryCounters, RedisCounters
 from gateway.fleet.link import RedisLink, Unreachable, milliseconds
 from gateway.plivo.models import MalformedSession, Session, dump_session, parse_session
 
 logger = logging.getLogger(__name__)
 ClaimState = Literal["hit", "fetch", "held", "refused"]
+LIVE_HORIZON = 30.0  # a session read within this many seconds is being polled now (at least)
+LIVE_TTL = 3600.0  # a live set nothing joined for this long goes (its members left long ago)
+Live = Literal["add", "drop", ""]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,44 @@ class Claim:
     state: ClaimState
     generation: str = "0"
     wait: float = 0.0  # refused: seconds until the budget has room
+    live: int = 0  # fetch or refused: sessions in the budget's live set
+    covered: bool = False  # fetch or refused: the session's status callbacks arrive
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """Who asks for a session: the budget to spend from, the caller, and whether it watches."""
+
+    budget: Budget | None
+    caller: str = "anonymous"
+    watched: bool = False  # a subscription's poller
+    overdue_after: float = float("inf")  # a copy older than this is refreshed one step sooner
+
+    @property
+    def horizon(self) -> float:
+        """Seconds within which a read means the session is polled now.
+
+        `LIVE_HORIZON`, or longer when copies are planned to stay fresh longer: a poll answered
+        from the whole-response cache reads no copy, and must not drop out of the live set.
+        """
+        return max(LIVE_HORIZON, min(self.overdue_after, 86_400.0))
+
+    @property
+    def live_key(self) -> str | None:
+        """The budget's live set."""
+        return None if self.budget is None else f"{self.budget.key}:live"
+
+    def priority(self, entry: CacheEntry | None, read_before: float | None, now: float) -> Priority:
+        """Urgent without a copy; watched when watched or read within the horizon; else rest.
+
+        A copy older than `overdue_after` goes one step up (see `budget`).
+        """
+        if entry is None:
+            return "urgent"
+        overdue = now - entry.stored_at > self.overdue_after
+        if self.watched or (read_before is not None and now - read_before <= self.horizon):
+            return "overdue" if overdue else "watched"
+        return "watched" if overdue else "rest"
 
 
 class MemoryEntries:
@@ -73,32 +120,96 @@ class MemoryEntries:
         self._order: OrderedDict[str, str | None] = OrderedDict()  # key -> session uuid
         self._copies: dict[str, set[str]] = {}  # session uuid -> keys
         self.max_entries = max_entries
-        self._counters = counters or MemoryCounters()
+        self._counters = counters if counters is not None else MemoryCounters()
+        self._live: dict[str, OrderedDict[str, float]] = {}  # live set -> uuid -> last read
+        self._covered: OrderedDict[str, float] = OrderedDict()  # uuid -> covered until
 
     def __len__(self) -> int:
         return len(self._order)
 
     async def claim(
-        self, key: str, uuid: str, token: str, lease: float, *, force: bool, budget: Budget | None
+        self, key: str, uuid: str, token: str, lease: float, *, force: bool, demand: Demand
     ) -> Claim:
+        now = time.time()
+        live = self._live.get(demand.live_key or "")
+        before = live.get(uuid) if live is not None else None
+        if live is not None and before is not None:
+            live[uuid] = now
+            live.move_to_end(uuid)
         entry = await self.get(key)
-        if entry is not None and not force and time.time() < entry.fresh_until:
+        if entry is not None and not force and now < entry.fresh_until:
             return Claim(entry, "hit")
+        count = _trim(live, now - demand.horizon) if live is not None else 0
+        covered = self.covers(uuid, now)
+        budget = demand.budget
         if budget is not None:
-            wait = await self._take(budget)
+            wait = await self._take(budget, demand.caller, demand.priority(entry, before, now))
             if wait is not None:
-                return Claim(entry, "refused", wait=wait)
-        return Claim(entry, "fetch")
+                return Claim(entry, "refused", wait=wait, live=count, covered=covered)
+        return Claim(entry, "fetch", live=count, covered=covered)
 
-    async def _take(self, budget: Budget) -> float | None:
+    async def _take(self, budget: Budget, caller: str, priority: Priority) -> float | None:
         if isinstance(self._counters, RedisCounters):
-            return self._counters.take_alone(budget.key, budget.rate, strict=False)
-        return await budget.spend(self._counters)
+            return self._counters.take_pair_alone(
+                budget.key,
+                budget.limit(priority),
+                budget.share_key(caller),
+                budget.share_limit,
+                budget.rate[1],
+            )
+        return await budget.spend(self._counters, caller, priority)
 
     async def settle(
-        self, key: str, uuid: str, entry: CacheEntry, claim: Claim, ttl: float, token: str
+        self,
+        key: str,
+        uuid: str,
+        entry: CacheEntry,
+        claim: Claim,
+        ttl: float,
+        token: str,
+        *,
+        demand: Demand,
+        live: Live = "",
     ) -> None:
         await self.set(key, entry, ttl, uuid)
+        self.track(demand.live_key, uuid, live, time.time())
+
+    def track(self, live_key: str | None, uuid: str, live: Live, now: float) -> None:
+        """Add `uuid` to the live set `live_key` (read now), or drop it from it."""
+        if live_key is None or not live:
+            return
+        sessions = self._live.get(live_key)
+        if live == "drop":
+            if sessions is not None:
+                sessions.pop(uuid, None)
+            return
+        if sessions is None:
+            sessions = self._live[live_key] = OrderedDict()
+            while len(self._live) > self.max_entries:
+                self._live.pop(next(iter(self._live)))
+        sessions[uuid] = now
+        sessions.move_to_end(uuid)
+        while len(sessions) > self.max_entries:
+            sessions.popitem(last=False)
+
+    def cover_here(self, uuid: str, ttl: float) -> None:
+        """The session's status callbacks arrive: its copies need no polling for `ttl` s."""
+        self._covered[uuid] = time.time() + ttl
+        self._covered.move_to_end(uuid)
+        while len(self._covered) > self.max_entries:
+            self._covered.popitem(last=False)
+
+    async def cover(self, uuid: str, ttl: float) -> None:
+        """`cover_here` (in one process, here is everywhere)."""
+        self.cover_here(uuid, ttl)
+
+    def covers(self, uuid: str, now: float) -> bool:
+        """Whether the session's status callbacks arrive."""
+        until = self._covered.get(uuid)
+        if until is not None and until <= now:
+            del self._covered[uuid]
+            return False
+        return until is not None
 
     async def release(self, key: str, token: str) -> None:
         """Nothing to let go: in one process, single-flight is the lock."""
@@ -124,6 +235,7 @@ class MemoryEntries:
         self._order.clear()
         self._copies.clear()
         self._cache._cache.clear()
+        self._live.clear()
 
     async def get(self, key: str) -> CacheEntry | None:
         """The entry, or None when absent or expired."""
@@ -206,35 +318,81 @@ class RedisEntries:
         """Where a session's generation is kept."""
         return f"{self._prefix}:gen:{uuid}"
 
+    def covered_key(self, uuid: str) -> str:
+        """Where the mark that a session's callbacks arrive is kept."""
+        return f"{self._prefix}:covered:{uuid}"
+
     async def claim(
-        self, key: str, uuid: str, token: str, lease: float, *, force: bool, budget: Budget | None
+        self, key: str, uuid: str, token: str, lease: float, *, force: bool, demand: Demand
     ) -> Claim:
-        limit, window = budget.rate if budget is not None else (0, 0.0)
-        keys = [key, self.generation_key(uuid), f"{self._prefix}:lock:{key}"]
-        keys.append(budget.key if budget is not None else key)
-        args = [f"{time.time():.3f}", token, milliseconds(lease), int(force), limit, window, SLOTS]
+        budget = demand.budget
+        lock = f"{self._prefix}:lock:{key}"
+        live = demand.live_key or f"{self._prefix}:live"
+        if budget is None:
+            keys = [key, self.generation_key(uuid), lock, key, key, live, self.covered_key(uuid)]
+            limits: list[object] = [0, 0.0, SLOTS, 0, 0, 0]
+        else:
+            share = budget.share_key(demand.caller)
+            keys = [key, self.generation_key(uuid), lock, budget.key, share, live]
+            keys.append(self.covered_key(uuid))
+            limits = [budget.limit("urgent"), budget.rate[1], SLOTS, budget.limit("watched")]
+            limits += [budget.limit("rest"), budget.share_limit]
+        overdue = budget.limit("overdue") if budget is not None else 0
+        args = [f"{time.time():.3f}", token, milliseconds(lease), int(force), *limits]
+        args += [int(demand.watched), uuid, f"{demand.horizon:.3f}"]
+        args.append(f"{min(demand.overdue_after, 1e9):.3f}")
+        args.append(overdue)
         try:
-            raw, generation, state, wait, *used = await self._link.script("claim", keys, args)
+            raw, generation, state, wait, *counts = await self._link.script("claim", keys, args)
         except Unreachable:
-            return await self._local.claim(key, uuid, token, lease, force=force, budget=budget)
+            return await self._local.claim(key, uuid, token, lease, force=force, demand=demand)
         state = state.decode()
-        if used and budget is not None:  # what the fleet spent: this instance's share if away
-            self._counters.note(budget.key, budget.rate, int(used[0]), taken=state == "fetch")
         entry = decode_entry(raw) if raw is not None else None
-        return Claim(entry, state, generation.decode(), float(wait))
+        if not counts:
+            return Claim(entry, state, generation.decode(), float(wait))
+        used, shared, live_count, covered = (int(count) for count in counts)
+        if budget is not None:  # what the fleet spent: this instance's share if Redis goes
+            limit = budget.limit(demand.priority(entry, None, 0.0))
+            self._counters.note_pair(
+                budget.key,
+                limit,
+                budget.share_key(demand.caller),
+                budget.share_limit,
+                budget.rate[1],
+                (used, shared),
+                float(wait),
+            )
+        return Claim(entry, state, generation.decode(), float(wait), live_count, covered == 1)
 
     async def settle(
-        self, key: str, uuid: str, entry: CacheEntry, claim: Claim, ttl: float, token: str
+        self,
+        key: str,
+        uuid: str,
+        entry: CacheEntry,
+        claim: Claim,
+        ttl: float,
+        token: str,
+        *,
+        demand: Demand,
+        live: Live = "",
     ) -> None:
         """Store what was fetched, let go of the lock and hand it to waiters: one round trip."""
         value = encode_entry(entry, claim.generation)
-        keys = [key, f"{self._prefix}:lock:{key}"]
+        live_key = demand.live_key or f"{self._prefix}:live"
+        keys = [key, f"{self._prefix}:lock:{key}", live_key]
+        args = [value, milliseconds(ttl), token, self.landed_channel, live, uuid]
+        args += [f"{time.time():.3f}", milliseconds(LIVE_TTL)]
         try:
-            await self._link.script(
-                "settle", keys, [value, milliseconds(ttl), token, self.landed_channel]
-            )
+            await self._link.script("settle", keys, args)
         except Unreachable:
-            await self._local.set(key, entry, ttl, uuid)
+            await self._local.settle(key, uuid, entry, claim, ttl, token, demand=demand, live=live)
+
+    async def cover(self, uuid: str, ttl: float) -> None:
+        """The session's status callbacks arrive: every instance stops polling it for `ttl`."""
+        try:
+            await self._link.call("SET", self.covered_key(uuid), "1", "PX", milliseconds(ttl))
+        except Unreachable:
+            self._local.cover_here(uuid, ttl)
 
     async def release(self, key: str, token: str) -> None:
         """Let go of the lock after a failed fetch; waiters claim again at once."""
@@ -292,6 +450,13 @@ class RedisEntries:
         except Unreachable:
             return await self._local.recall(key)
         return raw.decode() if isinstance(raw, bytes) else None
+
+
+def _trim(live: OrderedDict[str, float], since: float) -> int:
+    """Drop the sessions not read since `since` (the oldest reads are first); count the rest."""
+    while live and next(iter(live.values())) < since:
+        live.popitem(last=False)
+    return len(live)
 
 
 def encode_entry(entry: CacheEntry, generation: str | None) -> str:

@@ -14,7 +14,7 @@ copy, whatever the number of credentials.
 from __future__ import annotations
 
 _WINDOW = """
-local function window_take(key, limit, window, slots, now, cost)
+local function window_used(key, window, slots, now)
   local width = window / slots
   local current = math.floor(now / width)
   local oldest = current - slots
@@ -29,12 +29,36 @@ local function window_take(key, limit, window, slots, now, cost)
       if first == nil or index < first then first = index end
     end
   end
+  return used, first, current, width
+end
+
+local function window_add(key, window, current, width, cost)
+  redis.call('hincrby', key, current, cost)
+  redis.call('pexpire', key, math.ceil((window + width) * 1000))
+end
+
+local function window_take(key, limit, window, slots, now, cost)
+  local used, first, current, width = window_used(key, window, slots, now)
   if used + cost > limit then
     return {used, (first + slots + 1) * width - now}
   end
-  redis.call('hincrby', key, current, cost)
-  redis.call('pexpire', key, math.ceil((window + width) * 1000))
+  window_add(key, window, current, width, cost)
   return {used + cost, 0}
+end
+
+-- Two windows (a budget and a caller's share of it): one more in both, or in neither.
+local function pair_take(key, limit, share, share_limit, window, slots, now)
+  local used, first, current, width = window_used(key, window, slots, now)
+  local shared, first_shared = window_used(share, window, slots, now)
+  local wait = 0
+  if used + 1 > limit then wait = (first + slots + 1) * width - now end
+  if shared + 1 > share_limit then
+    wait = math.max(wait, (first_shared + slots + 1) * width - now)
+  end
+  if wait > 0 then return {used, shared, wait} end
+  window_add(key, window, current, width, 1)
+  window_add(share, window, current, width, 1)
+  return {used + 1, shared + 1, 0}
 end
 """
 
@@ -48,15 +72,34 @@ return {r[1], tostring(r[2])}
 """
 )
 
-# KEYS: entry, generation, lock, budget. ARGV: now, token, lease ms, force ("1"/"0"),
-# budget limit ("0": none), budget window, budget slots.
-# -> {entry or nil, generation, "hit" | "held" | "fetch" | "refused", wait, budget used}
+# KEYS: budget, share. ARGV: limit, share limit, window, slots, now. -> {used, shared, wait}
+TAKE_PAIR = (
+    _WINDOW
+    + """
+local r = pair_take(KEYS[1], tonumber(ARGV[1]), KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]),
+                    tonumber(ARGV[4]), tonumber(ARGV[5]))
+return {r[1], r[2], tostring(r[3])}
+"""
+)
+
+# KEYS: entry, generation, lock, budget, share, live, covered.
+# ARGV: now, token, lease ms, force ("1"/"0"), urgent limit ("0": no budget), window, slots,
+# watched limit, rest limit, share limit, watched ("1"/"0"), uuid, live horizon (seconds),
+# overdue after (seconds), overdue limit.
+# -> {entry or nil, generation, "hit" | "held" | "fetch" | "refused", wait,
+#     budget used, share used, live sessions, covered (1/0)}
+# A read of a session in the live set (in-progress, polled without callbacks) marks it read
+# now; the copy's absence makes a fetch urgent, a recent read or a watcher makes it "watched",
+# and a copy older than "overdue after" goes one step up (its age is the entry's "s" field).
 CLAIM = (
     _WINDOW
     + """
 local now = tonumber(ARGV[1])
+local horizon = tonumber(ARGV[13])
 local value = redis.call('get', KEYS[1])
 local gen = redis.call('get', KEYS[2]) or '0'
+local before = redis.call('zscore', KEYS[6], ARGV[12])
+if before then redis.call('zadd', KEYS[6], now, ARGV[12]) end
 if value then
   local g, fresh = string.match(value, '^(%d+) ([^ ]+) ')
   if g ~= gen then
@@ -69,22 +112,46 @@ if redis.call('exists', KEYS[3]) == 1 then
   redis.call('hset', KEYS[3], 'w', '1')
   return {value, gen, 'held', '0'}
 end
-local used = 0
+redis.call('zremrangebyscore', KEYS[6], '-inf', now - horizon)
+local live = redis.call('zcard', KEYS[6])
+local covered = redis.call('exists', KEYS[7])
+local used, shared = 0, 0
 if ARGV[5] ~= '0' then
-  local r = window_take(KEYS[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), now, 1)
-  if r[2] > 0 then return {value, gen, 'refused', tostring(r[2]), r[1]} end
-  used = r[1]
+  local limit = tonumber(ARGV[5])
+  if value then
+    local stored = tonumber(string.match(value, '"s":([^,}]+)'))
+    local overdue = stored ~= nil and now - stored > tonumber(ARGV[14])
+    if ARGV[11] == '1' or (before and now - tonumber(before) <= horizon) then
+      limit = tonumber(overdue and ARGV[15] or ARGV[8])
+    else
+      limit = tonumber(overdue and ARGV[8] or ARGV[9])
+    end
+  end
+  local r = pair_take(KEYS[4], limit, KEYS[5], tonumber(ARGV[10]), tonumber(ARGV[6]),
+                      tonumber(ARGV[7]), now)
+  used, shared = r[1], r[2]
+  if r[3] > 0 then
+    return {value, gen, 'refused', tostring(r[3]), used, shared, live, covered}
+  end
 end
 redis.call('hset', KEYS[3], 't', ARGV[2])
 redis.call('pexpire', KEYS[3], ARGV[3])
-return {value, gen, 'fetch', '0', used}
+return {value, gen, 'fetch', '0', used, shared, live, covered}
 """
 )
 
-# KEYS: entry, lock. ARGV: value, ttl ms, token, landed channel.
-# Stores the entry, and if the lock is still ours lets it go, telling waiters what landed.
+# KEYS: entry, lock, live. ARGV: value, ttl ms, token, landed channel, live ("add", "drop" or
+# ""), uuid, now, live ttl ms.
+# Stores the entry, and if the lock is still ours lets it go, telling waiters what landed; an
+# in-progress session polled without callbacks joins the live set, any other leaves it.
 SETTLE = """
 redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+if ARGV[5] == 'add' then
+  redis.call('zadd', KEYS[3], ARGV[7], ARGV[6])
+  redis.call('pexpire', KEYS[3], ARGV[8])
+elseif ARGV[5] == 'drop' then
+  redis.call('zrem', KEYS[3], ARGV[6])
+end
 if redis.call('hget', KEYS[2], 't') == ARGV[3] then
   if redis.call('hget', KEYS[2], 'w') then
     redis.call('publish', ARGV[4], KEYS[1] .. '\\n' .. ARGV[1])
@@ -146,6 +213,7 @@ return 1
 
 SCRIPTS = {
     "take": TAKE,
+    "take_pair": TAKE_PAIR,
     "claim": CLAIM,
     "settle": SETTLE,
     "release": RELEASE,

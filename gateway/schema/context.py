@@ -35,15 +35,22 @@ class SessionLookup(Protocol):
 
 
 class SessionReader(Protocol):
-    """Reads one Verify session; `refresh` asks for a copy fresh from Plivo."""
+    """Reads one Verify session; `refresh` asks for a copy fresh from Plivo.
 
-    async def get(self, session_uuid: str, *, refresh: bool = False) -> SessionLookup: ...
+    `caller` (the API key's name) pays for what reaches Plivo, from its share of the budget.
+    """
+
+    async def get(
+        self, session_uuid: str, *, refresh: bool = False, caller: str = "anonymous"
+    ) -> SessionLookup: ...
 
 
 class VerificationFlow(Protocol):
     """List, start and validate for the caller's credential."""
 
-    async def list(self, where: ListFilter, *, first: int, offset: int) -> SessionPage: ...
+    async def list(
+        self, where: ListFilter, *, first: int, offset: int, caller: str = "anonymous"
+    ) -> SessionPage: ...
 
     async def start(
         self, caller: str, params: StartParams, idempotency_key: str | None
@@ -88,11 +95,13 @@ class Context:
 
     async def load_one(self, uuid: str) -> Session | None:
         """One session without the DataLoader: for operations that read a single one."""
-        return self._record(uuid, await self.sessions.get(uuid, refresh=self.refresh))
+        return self._record(
+            uuid, await self.sessions.get(uuid, refresh=self.refresh, caller=self.caller)
+        )
 
     async def _load_sessions(self, uuids: list[str]) -> Sequence[Session | BaseException | None]:
         lookups = await asyncio.gather(
-            *(self.sessions.get(uuid, refresh=self.refresh) for uuid in uuids),
+            *(self.sessions.get(uuid, refresh=self.refresh, caller=self.caller) for uuid in uuids),
             return_exceptions=True,
         )
         return [

@@ -120,7 +120,9 @@ async def list_sessions(
     require(info.context, "read")
     where = (filter or SessionFilter()).to_wire()
     offset = offset_after(where, after)
-    page = await flow_of(info.context).list(where, first=first, offset=offset)
+    page = await flow_of(info.context).list(
+        where, first=first, offset=offset, caller=info.context.caller
+    )
     edges = [
         SessionEdge(cursor=cursor(where, offset + index + 1), node=VerifySession.from_model(item))
         for index, item in enumerate(page.sessions)

@@ -5,6 +5,10 @@ cache. Starts and validations are sent once, never retried; both make every inst
 copy of the session (`Changes`), and are audit-logged: key name, operation, session uuid and
 outcome, never the code. A start with an Idempotency-Key within the window returns the first
 result; starts are throttled per API key and per recipient.
+
+Each request sent to Plivo (a page, a start, a validation) is urgent: it spends from the
+credential's budget and the caller's share of it. A page also counts against Plivo's list
+limit, kept per credential, of which each API key may use its share.
 """
 
 from __future__ import annotations
@@ -105,7 +109,9 @@ class VerificationService:
         self._starts: SingleFlight[tuple[str, str], StartOutcome] = SingleFlight()
         self._observer: FlowObserver = observer or _Unobserved()
 
-    async def list(self, where: ListFilter, *, first: int, offset: int) -> SessionPage:
+    async def list(
+        self, where: ListFilter, *, first: int, offset: int, caller: str = "anonymous"
+    ) -> SessionPage:
         """One page, from the short list cache or from Plivo (concurrent reads share one)."""
         if not 1 <= first <= MAX_PAGE:
             raise InvalidInput(f"first must be from 1 to {MAX_PAGE} (Plivo pages 20 at a time)")
@@ -114,15 +120,27 @@ class VerificationService:
         cached = _read_page(await self._entries.recall(key), offset)
         if cached is not None:
             return cached
-        return await self._pages.run(key, lambda: self._fetch_page(key, where, first, offset))
+        return await self._pages.run(
+            key, lambda: self._fetch_page(key, where, first, offset, caller)
+        )
 
     async def _fetch_page(
-        self, key: str, where: ListFilter, first: int, offset: int
+        self, key: str, where: ListFilter, first: int, offset: int, caller: str
     ) -> SessionPage:
-        lists = f"{self._policy.key_prefix}:lists:{self._sessions.credential.auth_id}"
-        wait = await self._counters.take(lists, LIST_RATE, strict=False)
-        if wait is not None:  # Plivo's own limit: better refused here than spent there
-            raise Throttled("Plivo allows 20 list requests a minute", retry_after=round(wait, 3))
+        # Plivo's own list limit, per credential (a wrong token's calls are not the account's),
+        # and each caller's share of it: better refused here than spent there.
+        budget = self._sessions.budget
+        lists = replace(
+            budget, key=f"{budget.key}:lists", rate=LIST_RATE, shares=f"{budget.shares}:lists"
+        )
+        wait = await lists.spend(self._counters, caller)
+        if wait is not None:
+            raise Throttled(
+                "Plivo allows 20 list requests a minute (this API key may use"
+                f" {lists.share_limit} of them)",
+                retry_after=round(wait, 3),
+            )
+        await self._spend(caller, "GET")
         page = await self._client.list_sessions(where, limit=first, offset=offset)
         for session in page.sessions:
             await self._sessions.store(session)
@@ -188,6 +206,17 @@ class VerificationService:
         await self._memos.settle(memo, marker, _write_started(started, asked), window)
         return StartOutcome(started, replayed=False)
 
+    async def _spend(self, caller: str, method: str = "POST") -> None:
+        """One urgent request from the budget and the caller's share, or UpstreamRateLimited."""
+        wait = await self._sessions.budget.spend(self._counters, caller, "urgent")
+        if wait is not None:
+            raise UpstreamRateLimited(
+                "the fleet's Plivo request budget (or this API key's share of it) is spent",
+                method=method,
+                path="(not sent)",
+                retry_after=round(wait, 3),
+            )
+
     def _audit(self, caller: str, operation: str, session_uuid: str | None, outcome: str) -> None:
         _audit_log(caller, operation, session_uuid, outcome)
         self._observer.flow(operation, outcome)
@@ -207,8 +236,11 @@ class VerificationService:
             raise Throttled("too many starts for this recipient", retry_after=round(wait, 3))
         if policy.callback_url is not None:
             params = replace(params, url=policy.callback_url, method="POST")
+        await self._spend(caller)
         started = await self._client.create_session(params)
         try:
+            if policy.callback_url is not None:  # its changes will be called back: no polling
+                await self._sessions.cover(started.session_uuid)
             await self._changed(started.session_uuid)
         except InvalidInput:  # Plivo's uuid is not canonical: nothing of ours is keyed by it
             logger.warning("Plivo answered a start with a session uuid that is not canonical")
@@ -220,6 +252,7 @@ class VerificationService:
         if not otp.strip() or len(otp) > 16:
             raise InvalidInput("otp must be the code that was sent (at most 16 characters)")
         try:
+            await self._spend(caller)
             validation = await self._client.validate_session(session_uuid, otp)
         except GatewayError as exc:
             self._audit(caller, "validateSession", session_uuid, type(exc).__name__)

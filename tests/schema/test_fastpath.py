@@ -84,7 +84,9 @@ class Lookup:
 
 
 class Reader:
-    async def get(self, session_uuid: str, *, refresh: bool = False) -> Lookup:
+    async def get(
+        self, session_uuid: str, *, refresh: bool = False, caller: str = "anonymous"
+    ) -> Lookup:
         if session_uuid == FAILING:
             raise UpstreamFailed(
                 "Plivo failed (HTTP 503) for session x", method="GET", path="/p", status_code=503
@@ -246,7 +248,9 @@ def test_the_fast_path_served_most_generated_operations() -> None:
 
 def test_what_it_does_not_know_falls_through_before_any_io() -> None:
     class Refusing:
-        async def get(self, session_uuid: str, *, refresh: bool = False) -> Lookup:
+        async def get(
+            self, session_uuid: str, *, refresh: bool = False, caller: str = "anonymous"
+        ) -> Lookup:
             raise AssertionError("no lookup may happen")
 
     for query in (

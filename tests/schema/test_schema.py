@@ -32,7 +32,9 @@ class FakeSessions:
         self.error = error
         self.asked: list[tuple[str, bool]] = []
 
-    async def get(self, session_uuid: str, *, refresh: bool = False) -> FakeLookup:
+    async def get(
+        self, session_uuid: str, *, refresh: bool = False, caller: str = "anonymous"
+    ) -> FakeLookup:
         self.asked.append((session_uuid, refresh))
         if self.error is not None:
             raise self.error
