@@ -316,6 +316,32 @@ async def test_a_key_at_its_share_is_refused_while_another_key_still_reads(
     assert simulator.served() == 6
 
 
+async def test_a_keys_refreshes_leave_a_quarter_of_its_share_to_its_first_reads(
+    simulator: Simulator, backend: dict[str, str]
+) -> None:
+    # A share of 8: refreshes stop at 6 (4 for sessions nobody polls), first reads go to 8.
+    settings = make_settings(
+        simulator.url,
+        GATEWAY_AUTH="keys",
+        GATEWAY_API_KEYS=keyed(poller="read"),
+        PLIVO_BUDGET_REQUESTS="16",
+        PLIVO_BUDGET_WINDOW="60",
+        **NO_STALE_WHILE_REVALIDATE,
+        **NO_RESPONSE_CACHE,
+        **backend,
+    )
+    sessions = [new_uuid() for _ in range(6)]
+    async with gateway(settings) as (client, state):
+        assert [await read(client, u, key="poller") for u in sessions] == ["miss"] * 6
+        for session_uuid in sessions:
+            await plant(state, session_uuid, age=3, expired_for=1)
+        refreshed = [await read(client, u, key="poller") for u in sessions]
+        first_reads = [await read(client, new_uuid(), key="poller") for _ in range(3)]
+    assert refreshed == ["stale"] * 6  # 6 of its 8 spent: no refresh fits
+    assert first_reads == ["miss", "miss", "RATE_LIMITED"]
+    assert simulator.served() == 8
+
+
 async def test_a_key_at_its_share_gets_its_last_copy_stale(simulator: Simulator) -> None:
     settings = make_settings(
         simulator.url,

@@ -13,7 +13,9 @@ Three things shape a spend:
   than twice its planned refresh interval goes one step up (rest to watched, watched to
   `OVERDUE`): when refreshes must be refused, the most recently refreshed are refused first.
 - **The caller's share.** Each API key spends from its own counter too, at most `share` of the
-  budget, so that no key can take the others' (`GATEWAY_KEY_BUDGET_SHARE`). The share is kept
+  budget, so that no key can take the others' (`GATEWAY_KEY_BUDGET_SHARE`). The priorities hold
+  within a share as well: a key's own refreshes leave a quarter of its share to its first
+  reads and mutations. The share is kept
   per account id, not per token: requests with a wrong token are charged to the key's share,
   and never to the budget of the credential Plivo accepts.
 - **The credential.** The budget itself is kept per credential digest: a caller who knows an
@@ -54,10 +56,9 @@ class Budget:
         """How much of the window `priority` may use (at least one request)."""
         return max(1, math.floor(self.rate[0] * PRIORITY_PART[priority]))
 
-    @property
-    def share_limit(self) -> int:
-        """How much of the window one caller may use (at least one request)."""
-        return max(1, math.floor(self.rate[0] * self.share))
+    def share_limit(self, priority: Priority = "urgent") -> int:
+        """How much of the window one caller may use at `priority` (at least one request)."""
+        return max(1, math.floor(self.rate[0] * self.share * PRIORITY_PART[priority]))
 
     def share_key(self, caller: str) -> str:
         """The caller's counter, under a digest of its name (never the name itself)."""
@@ -68,5 +69,9 @@ class Budget:
     ) -> float | None:
         """Spend one request: None when it fits, else the seconds until there is room."""
         return await counters.take_pair(
-            self.key, self.limit(priority), self.share_key(caller), self.share_limit, self.rate[1]
+            self.key,
+            self.limit(priority),
+            self.share_key(caller),
+            self.share_limit(priority),
+            self.rate[1],
         )

@@ -154,7 +154,7 @@ class MemoryEntries:
                 budget.key,
                 budget.limit(priority),
                 budget.share_key(caller),
-                budget.share_limit,
+                budget.share_limit(priority),
                 budget.rate[1],
             )
         return await budget.spend(self._counters, caller, priority)
@@ -336,12 +336,15 @@ class RedisEntries:
             keys = [key, self.generation_key(uuid), lock, budget.key, share, live]
             keys.append(self.covered_key(uuid))
             limits = [budget.limit("urgent"), budget.rate[1], SLOTS, budget.limit("watched")]
-            limits += [budget.limit("rest"), budget.share_limit]
-        overdue = budget.limit("overdue") if budget is not None else 0
+            limits += [budget.limit("rest"), budget.share_limit("urgent")]
         args = [f"{time.time():.3f}", token, milliseconds(lease), int(force), *limits]
         args += [int(demand.watched), uuid, f"{demand.horizon:.3f}"]
         args.append(f"{min(demand.overdue_after, 1e9):.3f}")
-        args.append(overdue)
+        if budget is None:
+            args += [0, 0, 0, 0]
+        else:
+            args.append(budget.limit("overdue"))
+            args += [budget.share_limit(p) for p in ("overdue", "watched", "rest")]
         try:
             raw, generation, state, wait, *counts = await self._link.script("claim", keys, args)
         except Unreachable:
@@ -352,12 +355,12 @@ class RedisEntries:
             return Claim(entry, state, generation.decode(), float(wait))
         used, shared, live_count, covered = (int(count) for count in counts)
         if budget is not None:  # what the fleet spent: this instance's share if Redis goes
-            limit = budget.limit(demand.priority(entry, None, 0.0))
+            priority = demand.priority(entry, None, 0.0)
             self._counters.note_pair(
                 budget.key,
-                limit,
+                budget.limit(priority),
                 budget.share_key(demand.caller),
-                budget.share_limit,
+                budget.share_limit(priority),
                 budget.rate[1],
                 (used, shared),
                 float(wait),

@@ -85,7 +85,7 @@ return {r[1], r[2], tostring(r[3])}
 # KEYS: entry, generation, lock, budget, share, live, covered.
 # ARGV: now, token, lease ms, force ("1"/"0"), urgent limit ("0": no budget), window, slots,
 # watched limit, rest limit, share limit, watched ("1"/"0"), uuid, live horizon (seconds),
-# overdue after (seconds), overdue limit.
+# overdue after (seconds), overdue limit, share limits when overdue, watched and rest.
 # -> {entry or nil, generation, "hit" | "held" | "fetch" | "refused", wait,
 #     budget used, share used, live sessions, covered (1/0)}
 # A read of a session in the live set (in-progress, polled without callbacks) marks it read
@@ -117,17 +117,17 @@ local live = redis.call('zcard', KEYS[6])
 local covered = redis.call('exists', KEYS[7])
 local used, shared = 0, 0
 if ARGV[5] ~= '0' then
-  local limit = tonumber(ARGV[5])
+  local limit, share = ARGV[5], ARGV[10]
   if value then
     local stored = tonumber(string.match(value, '"s":([^,}]+)'))
     local overdue = stored ~= nil and now - stored > tonumber(ARGV[14])
     if ARGV[11] == '1' or (before and now - tonumber(before) <= horizon) then
-      limit = tonumber(overdue and ARGV[15] or ARGV[8])
+      if overdue then limit, share = ARGV[15], ARGV[16] else limit, share = ARGV[8], ARGV[17] end
     else
-      limit = tonumber(overdue and ARGV[8] or ARGV[9])
+      if overdue then limit, share = ARGV[8], ARGV[17] else limit, share = ARGV[9], ARGV[18] end
     end
   end
-  local r = pair_take(KEYS[4], limit, KEYS[5], tonumber(ARGV[10]), tonumber(ARGV[6]),
+  local r = pair_take(KEYS[4], tonumber(limit), KEYS[5], tonumber(share), tonumber(ARGV[6]),
                       tonumber(ARGV[7]), now)
   used, shared = r[1], r[2]
   if r[3] > 0 then

@@ -137,7 +137,7 @@ class VerificationService:
         if wait is not None:
             raise Throttled(
                 "Plivo allows 20 list requests a minute (this API key may use"
-                f" {lists.share_limit} of them)",
+                f" {lists.share_limit()} of them)",
                 retry_after=round(wait, 3),
             )
         await self._spend(caller, "GET")
