@@ -24,6 +24,8 @@ Messages never carry a credential or Plivo's raw body; context lives in attribut
 
 from __future__ import annotations
 
+NOT_SENT_PATH = "(not sent)"  # the path of an upstream error refused before it was sent
+
 
 class GatewayError(Exception):
     """An error the gateway raised on purpose, with a message safe to show a caller."""

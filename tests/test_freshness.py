@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -69,6 +70,26 @@ def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend_fleet(request: pytest.FixtureRequest) -> AsyncIterator[Fleet]:
+    """A fleet in this process, or on the real Redis."""
+    if request.param == "memory":
+        yield open_fleet(None, prefix="t", max_entries=1000, timeout=1.0, generation_ttl=60.0)
+        return
+    fleet = open_fleet(
+        require_shared_redis(),
+        prefix=unique_prefix(),
+        max_entries=1000,
+        timeout=1.0,
+        generation_ttl=60.0,
+    )
+    assert await fleet.start()
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
 
 
 @asynccontextmanager
@@ -249,6 +270,31 @@ async def test_metrics_show_the_live_sessions_and_the_refresh_interval(
     # the third fetch saw the first two in the live set
     assert "gateway_live_sessions 2.0" in scraped
     assert f"gateway_refresh_interval_seconds {planned(2, 8, 60)}" in scraped
+
+
+async def test_a_key_polling_many_sessions_does_not_stretch_another_keys_few(
+    backend_fleet: Fleet,
+) -> None:
+    plivo = FakePlivo(session_status="in-progress")
+    policy = CachePolicy(
+        in_progress_ttl=0.01, budget_requests=40, budget_window=60, key_prefix=unique_prefix()
+    )
+    sessions = service(plivo, backend_fleet.entries, policy)
+    for _ in range(10):
+        await sessions.get(new_uuid(), caller="many")
+    many = await sessions.get(new_uuid(), caller="many")
+    few = [await sessions.get(new_uuid(), caller="few") for _ in range(2)]
+    assert many.fresh_for == pytest.approx(planned(10, 40, 60))  # the fleet's 10 at 3/4
+    assert few[0].fresh_for == pytest.approx(0.01)  # it polls none yet
+    # its one session at its half of the 3/4, not the other key's eleven
+    assert few[1].fresh_for == pytest.approx(planned(1, 40, 60) / 0.5)
+
+
+def test_the_refresh_interval_never_outgrows_max_stale() -> None:
+    policy = CachePolicy(in_progress_ttl=2, max_stale=30)
+    in_progress = a_session(new_uuid())
+    assert policy.ttl_for(in_progress, live=10) == pytest.approx(max(2, planned(10, 300, 5)))
+    assert policy.ttl_for(in_progress, live=100_000) == 30  # a hit is never older than that
 
 
 async def test_the_polled_sessions_are_counted_across_the_fleet(
@@ -497,6 +543,43 @@ async def test_reads_and_mutations_spend_one_budget(
     assert reads == ["miss", "miss"]
     assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
     assert flow_sim.stats()["creates"] == 0
+
+
+async def test_each_retry_is_paid_for_and_stops_when_the_budget_cannot_afford_it(
+    simulator: Simulator, backend: dict[str, str]
+) -> None:
+    # A budget of 4: the first try is urgent (1 of 4), a retry is a refresh's worth (up to 2).
+    settings = make_settings(
+        simulator.url,
+        PLIVO_BUDGET_REQUESTS="4",
+        PLIVO_BUDGET_WINDOW="60",
+        GATEWAY_KEY_BUDGET_SHARE="1",
+        PLIVO_RETRY_ATTEMPTS="3",
+        **backend,
+    )
+    simulator.queue_fault("503", times=2)  # the third try would have answered
+    async with gateway(settings) as (client, _):
+        failed = await read(client, new_uuid())
+        after = [await read(client, new_uuid()) for _ in range(3)]
+    assert failed == "UPSTREAM_ERROR"
+    assert simulator.served() == 4  # 2 tries (not 3), then 2 more first reads
+    assert after == ["miss", "miss", "RATE_LIMITED"]
+
+
+async def test_a_refusal_is_not_logged_as_an_upstream_error(
+    simulator: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A flood of refusals must not flood the log: they are counted in the metrics instead.
+    settings = make_settings(
+        simulator.url, PLIVO_BUDGET_REQUESTS="1", PLIVO_BUDGET_WINDOW="60", **NO_RESPONSE_CACHE
+    )
+    async with gateway(settings) as (client, _):
+        assert await read(client, new_uuid()) == "miss"
+        with caplog.at_level(logging.INFO):
+            assert [await read(client, new_uuid()) for _ in range(3)] == ["RATE_LIMITED"] * 3
+        scraped = (await client.get("/metrics")).text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "gateway_budget_refusals_total 3.0" in scraped
 
 
 # --- 7. callbacks first -------------------------------------------------------------------

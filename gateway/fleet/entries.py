@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
@@ -66,6 +67,7 @@ class Claim:
     wait: float = 0.0  # refused: seconds until the budget has room
     live: int = 0  # fetch or refused: sessions in the budget's live set
     covered: bool = False  # fetch or refused: the session's status callbacks arrive
+    mine: int = 0  # fetch or refused: sessions of the live set the caller polls
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,13 @@ class Demand:
     def live_key(self) -> str | None:
         """The budget's live set."""
         return None if self.budget is None else f"{self.budget.key}:live"
+
+    @property
+    def my_live_key(self) -> str | None:
+        """The sessions of the budget's live set that the caller polls."""
+        if self.budget is None:
+            return None
+        return f"{self.budget.key}:live:{hashlib.sha256(self.caller.encode()).hexdigest()[:32]}"
 
     def priority(self, entry: CacheEntry | None, read_before: float | None, now: float) -> Priority:
         """Urgent without a copy; watched when watched or read within the horizon; else rest.
@@ -132,23 +141,28 @@ class MemoryEntries:
     ) -> Claim:
         now = time.time()
         live = self._live.get(demand.live_key or "")
+        mine = self._live.get(demand.my_live_key or "")
         before = live.get(uuid) if live is not None else None
-        if live is not None and before is not None:
-            live[uuid] = now
-            live.move_to_end(uuid)
+        for sessions in (live, mine):
+            if sessions is not None and uuid in sessions:
+                sessions[uuid] = now
+                sessions.move_to_end(uuid)
         entry = await self.get(key)
         if entry is not None and not force and now < entry.fresh_until:
             return Claim(entry, "hit")
         count = _trim(live, now - demand.horizon) if live is not None else 0
+        my_count = _trim(mine, now - demand.horizon) if mine is not None else 0
         covered = self.covers(uuid, now)
         budget = demand.budget
         if budget is not None:
-            wait = await self._take(budget, demand.caller, demand.priority(entry, before, now))
+            wait = await self.spend(budget, demand.caller, demand.priority(entry, before, now))
             if wait is not None:
-                return Claim(entry, "refused", wait=wait, live=count, covered=covered)
-        return Claim(entry, "fetch", live=count, covered=covered)
+                refused = Claim(entry, "refused", wait=wait, live=count, covered=covered)
+                return replace(refused, mine=my_count)
+        return Claim(entry, "fetch", live=count, covered=covered, mine=my_count)
 
-    async def _take(self, budget: Budget, caller: str, priority: Priority) -> float | None:
+    async def spend(self, budget: Budget, caller: str, priority: Priority) -> float | None:
+        """One request from `budget` and `caller`'s share: None when it fits, else the wait."""
         if isinstance(self._counters, RedisCounters):
             return self._counters.take_pair_alone(
                 budget.key,
@@ -172,7 +186,9 @@ class MemoryEntries:
         live: Live = "",
     ) -> None:
         await self.set(key, entry, ttl, uuid)
-        self.track(demand.live_key, uuid, live, time.time())
+        now = time.time()
+        self.track(demand.live_key, uuid, live, now)
+        self.track(demand.my_live_key, uuid, live, now)
 
     def track(self, live_key: str | None, uuid: str, live: Live, now: float) -> None:
         """Add `uuid` to the live set `live_key` (read now), or drop it from it."""
@@ -328,6 +344,7 @@ class RedisEntries:
         budget = demand.budget
         lock = f"{self._prefix}:lock:{key}"
         live = demand.live_key or f"{self._prefix}:live"
+        mine = demand.my_live_key or live
         if budget is None:
             keys = [key, self.generation_key(uuid), lock, key, key, live, self.covered_key(uuid)]
             limits: list[object] = [0, 0.0, SLOTS, 0, 0, 0]
@@ -337,6 +354,7 @@ class RedisEntries:
             keys.append(self.covered_key(uuid))
             limits = [budget.limit("urgent"), budget.rate[1], SLOTS, budget.limit("watched")]
             limits += [budget.limit("rest"), budget.share_limit("urgent")]
+        keys.append(mine)
         args = [f"{time.time():.3f}", token, milliseconds(lease), int(force), *limits]
         args += [int(demand.watched), uuid, f"{demand.horizon:.3f}"]
         args.append(f"{min(demand.overdue_after, 1e9):.3f}")
@@ -353,7 +371,7 @@ class RedisEntries:
         entry = decode_entry(raw) if raw is not None else None
         if not counts:
             return Claim(entry, state, generation.decode(), float(wait))
-        used, shared, live_count, covered = (int(count) for count in counts)
+        used, shared, live_count, covered, my_count = (int(count) for count in counts)
         if budget is not None:  # what the fleet spent: this instance's share if Redis goes
             priority = demand.priority(entry, None, 0.0)
             self._counters.note_pair(
@@ -365,7 +383,9 @@ class RedisEntries:
                 (used, shared),
                 float(wait),
             )
-        return Claim(entry, state, generation.decode(), float(wait), live_count, covered == 1)
+        return Claim(
+            entry, state, generation.decode(), float(wait), live_count, covered == 1, my_count
+        )
 
     async def settle(
         self,
@@ -382,13 +402,17 @@ class RedisEntries:
         """Store what was fetched, let go of the lock and hand it to waiters: one round trip."""
         value = encode_entry(entry, claim.generation)
         live_key = demand.live_key or f"{self._prefix}:live"
-        keys = [key, f"{self._prefix}:lock:{key}", live_key]
+        keys = [key, f"{self._prefix}:lock:{key}", live_key, demand.my_live_key or live_key]
         args = [value, milliseconds(ttl), token, self.landed_channel, live, uuid]
         args += [f"{time.time():.3f}", milliseconds(LIVE_TTL)]
         try:
             await self._link.script("settle", keys, args)
         except Unreachable:
             await self._local.settle(key, uuid, entry, claim, ttl, token, demand=demand, live=live)
+
+    async def spend(self, budget: Budget, caller: str, priority: Priority) -> float | None:
+        """One request from `budget` and `caller`'s share: None when it fits, else the wait."""
+        return await budget.spend(self._counters, caller, priority)
 
     async def cover(self, uuid: str, ttl: float) -> None:
         """The session's status callbacks arrive: every instance stops polling it for `ttl`."""

@@ -82,12 +82,12 @@ return {r[1], r[2], tostring(r[3])}
 """
 )
 
-# KEYS: entry, generation, lock, budget, share, live, covered.
+# KEYS: entry, generation, lock, budget, share, live, covered, the caller's live set.
 # ARGV: now, token, lease ms, force ("1"/"0"), urgent limit ("0": no budget), window, slots,
 # watched limit, rest limit, share limit, watched ("1"/"0"), uuid, live horizon (seconds),
 # overdue after (seconds), overdue limit, share limits when overdue, watched and rest.
 # -> {entry or nil, generation, "hit" | "held" | "fetch" | "refused", wait,
-#     budget used, share used, live sessions, covered (1/0)}
+#     budget used, share used, live sessions, covered (1/0), the caller's live sessions}
 # A read of a session in the live set (in-progress, polled without callbacks) marks it read
 # now; the copy's absence makes a fetch urgent, a recent read or a watcher makes it "watched",
 # and a copy older than "overdue after" goes one step up (its age is the entry's "s" field).
@@ -100,6 +100,7 @@ local value = redis.call('get', KEYS[1])
 local gen = redis.call('get', KEYS[2]) or '0'
 local before = redis.call('zscore', KEYS[6], ARGV[12])
 if before then redis.call('zadd', KEYS[6], now, ARGV[12]) end
+if redis.call('zscore', KEYS[8], ARGV[12]) then redis.call('zadd', KEYS[8], now, ARGV[12]) end
 if value then
   local g, fresh = string.match(value, '^(%d+) ([^ ]+) ')
   if g ~= gen then
@@ -114,6 +115,8 @@ if redis.call('exists', KEYS[3]) == 1 then
 end
 redis.call('zremrangebyscore', KEYS[6], '-inf', now - horizon)
 local live = redis.call('zcard', KEYS[6])
+redis.call('zremrangebyscore', KEYS[8], '-inf', now - horizon)
+local mine = redis.call('zcard', KEYS[8])
 local covered = redis.call('exists', KEYS[7])
 local used, shared = 0, 0
 if ARGV[5] ~= '0' then
@@ -131,26 +134,28 @@ if ARGV[5] ~= '0' then
                       tonumber(ARGV[7]), now)
   used, shared = r[1], r[2]
   if r[3] > 0 then
-    return {value, gen, 'refused', tostring(r[3]), used, shared, live, covered}
+    return {value, gen, 'refused', tostring(r[3]), used, shared, live, covered, mine}
   end
 end
 redis.call('hset', KEYS[3], 't', ARGV[2])
 redis.call('pexpire', KEYS[3], ARGV[3])
-return {value, gen, 'fetch', '0', used, shared, live, covered}
+return {value, gen, 'fetch', '0', used, shared, live, covered, mine}
 """
 )
 
-# KEYS: entry, lock, live. ARGV: value, ttl ms, token, landed channel, live ("add", "drop" or
-# ""), uuid, now, live ttl ms.
+# KEYS: entry, lock, live, the caller's live set. ARGV: value, ttl ms, token, landed channel,
+# live ("add", "drop" or ""), uuid, now, live ttl ms.
 # Stores the entry, and if the lock is still ours lets it go, telling waiters what landed; an
 # in-progress session polled without callbacks joins the live set, any other leaves it.
 SETTLE = """
 redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
-if ARGV[5] == 'add' then
-  redis.call('zadd', KEYS[3], ARGV[7], ARGV[6])
-  redis.call('pexpire', KEYS[3], ARGV[8])
-elseif ARGV[5] == 'drop' then
-  redis.call('zrem', KEYS[3], ARGV[6])
+for i = 3, 4 do
+  if ARGV[5] == 'add' then
+    redis.call('zadd', KEYS[i], ARGV[7], ARGV[6])
+    redis.call('pexpire', KEYS[i], ARGV[8])
+  elseif ARGV[5] == 'drop' then
+    redis.call('zrem', KEYS[i], ARGV[6])
+  end
 end
 if redis.call('hget', KEYS[2], 't') == ARGV[3] then
   if redis.call('hget', KEYS[2], 'w') then

@@ -132,8 +132,16 @@ def retry_reason(error: BaseException) -> str | None:
     return None
 
 
+async def _always() -> bool:
+    return True
+
+
 class ResilientClient:
-    """A PlivoClient whose reads go through retries, the breaker and the bulkhead."""
+    """A PlivoClient whose reads go through retries, the breaker and the bulkhead.
+
+    Each retry is a request to Plivo like any other: `admit_retry` says whether the budget can
+    afford it (False: no more retries, the last error stands).
+    """
 
     def __init__(
         self,
@@ -143,9 +151,11 @@ class ResilientClient:
         breaker: CircuitBreaker,
         bulkhead: asyncio.Semaphore,
         observer: UpstreamObserver,
+        admit_retry: Callable[[], Awaitable[bool]] = _always,
     ) -> None:
         self._client, self._policy = client, policy
         self.breaker, self._bulkhead, self._observer = breaker, bulkhead, observer
+        self.admit_retry = admit_retry
         self._backoff = wait_exponential_jitter(
             multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.initial_backoff
         )
@@ -227,7 +237,7 @@ class ResilientClient:
         except UpstreamError as exc:
             if self._policy.attempts <= 1 or retry_reason(exc) is None:
                 raise
-            if not self._may_retry(exc, started):
+            if not self._may_retry(exc, started) or not await self.admit_retry():
                 raise
             self._observer.retried(retry_reason(exc) or "other")
             await asyncio.sleep(self._first_wait(exc))
@@ -235,16 +245,26 @@ class ResilientClient:
 
     async def _retries(self, call: Callable[[], Awaitable[T]], path: str, started: float) -> T:
         remaining = self._policy.deadline - (time.monotonic() - started)
+        failed: list[BaseException] = []
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            if error is not None:
+                failed.append(error)
+            self._before_sleep(state)
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._policy.attempts - 1) | stop_before_delay(remaining),
             wait=self._wait,
             retry=lambda state: self._should_retry(state, started),
-            before_sleep=self._before_sleep,
+            before_sleep=before_sleep,
             reraise=True,
         )
         try:
             async with asyncio.timeout(max(0.0, remaining)):
                 async for attempt in retrying:
+                    if failed and not await self.admit_retry():
+                        raise failed[-1]  # the budget cannot afford another try
                     with attempt:
                         async with self._bulkhead:
                             return await call()

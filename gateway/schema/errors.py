@@ -14,6 +14,7 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
 from gateway.errors import (
+    NOT_SENT_PATH,
     BadCredentialHeaders,
     BatchTooLarge,
     CostExceeded,
@@ -137,7 +138,10 @@ def _with(error: GraphQLError, message: str, extensions: dict[str, object]) -> G
 
 def _log_gateway_error(original: GatewayError) -> None:
     if isinstance(original, UpstreamError):
-        logger.warning(
+        # Refused here (the budget): routine under load, counted in gateway_budget_refusals_total.
+        level = logging.DEBUG if original.path == NOT_SENT_PATH else logging.WARNING
+        logger.log(
+            level,
             "upstream error on %s %s: %s",
             original.method,
             original.path,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gateway.errors import (
+    NOT_SENT_PATH,
     GatewayError,
     IdempotencyConflict,
     InvalidInput,
@@ -43,7 +44,7 @@ from gateway.plivo.flow import (
     Validation,
 )
 from gateway.plivo.models import MalformedSession, dump_session, parse_session
-from gateway.verify.sessions import SessionService
+from gateway.verify.sessions import SessionService, payer
 
 audit = logging.getLogger("gateway.audit")
 logger = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class VerificationService:
     ) -> SessionPage:
         # Plivo's own list limit, per credential (a wrong token's calls are not the account's),
         # and each caller's share of it: better refused here than spent there.
+        payer.set(caller)  # this task's own context: a retry is charged to the caller
         budget = self._sessions.budget
         lists = replace(
             budget, key=f"{budget.key}:lists", rate=LIST_RATE, shares=f"{budget.shares}:lists"
@@ -213,7 +215,7 @@ class VerificationService:
             raise UpstreamRateLimited(
                 "the fleet's Plivo request budget (or this API key's share of it) is spent",
                 method=method,
-                path="(not sent)",
+                path=NOT_SENT_PATH,
                 retry_after=round(wait, 3),
             )
 

@@ -114,6 +114,7 @@ class SessionServices:
             base_url=self._base_url,
             observer=self._metrics,
         )
+        client.admit_retry = sessions.admit_retry  # each retry is paid for like a request
         flow = VerificationService(
             client,
             sessions,

@@ -23,10 +23,12 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from gateway.errors import (
+    NOT_SENT_PATH,
     SessionNotFound,
     UpstreamFailed,
     UpstreamRateLimited,
@@ -51,6 +53,9 @@ logger = logging.getLogger(__name__)
 Source = Literal["hit", "miss", "stale"]
 STALE_IF_ERROR = (UpstreamFailed, UpstreamTimeout, UpstreamUnavailable)
 SLACK = 1.2  # refreshes are planned for this much less than the budget allows
+COVERED_FOR = 600.0  # a session named by a callback is covered this long: a Verify session's life
+# Who pays for the request being sent (set where a fetch begins; read when it is retried).
+payer: ContextVar[str] = ContextVar("payer", default="anonymous")
 
 
 @dataclass(frozen=True)
@@ -69,23 +74,38 @@ class CachePolicy:
     budget_window: float = 5.0
     key_share: float = 0.5
 
-    def ttl_for(self, session: Session | None, *, live: int = 0, covered: bool = False) -> float:
+    def ttl_for(
+        self,
+        session: Session | None,
+        *,
+        live: int = 0,
+        covered: bool = False,
+        mine: int | None = None,
+    ) -> float:
         """Terminal long, Plivo's 404 short; in-progress by callbacks or by the live set's size.
 
         An in-progress session whose callbacks arrive: `callback_ttl`. Otherwise long enough
-        that the `live` sessions polled now are all refreshed within `WATCHED` of the budget.
+        that the `live` sessions polled now are all refreshed within `WATCHED` of the budget,
+        or, when shorter, that the `mine` of them the caller polls are within its share of it:
+        a key polling many sessions does not stretch the freshness of another's few.
         """
         if session is None:
             return self.not_found_ttl
         if session.status.is_terminal:
             return self.terminal_ttl
-        return self.in_progress_for(live=live, covered=covered)
+        return self.in_progress_for(live=live, covered=covered, mine=mine)
 
-    def in_progress_for(self, *, live: int = 0, covered: bool = False) -> float:
+    def in_progress_for(
+        self, *, live: int = 0, covered: bool = False, mine: int | None = None
+    ) -> float:
         """How long an in-progress copy stays fresh (see `ttl_for`)."""
         if covered:
             return max(self.in_progress_ttl, self.callback_ttl)
-        return max(self.in_progress_ttl, self.refresh_interval(live))
+        planned = self.refresh_interval(live)
+        if mine is not None:
+            planned = min(planned, self.refresh_interval(mine) / self.key_share)
+        planned = min(planned, self.max_stale)  # no older copy is a hit
+        return max(self.in_progress_ttl, planned)
 
     def refresh_interval(self, live: int) -> float:
         """Seconds between refreshes of each of `live` sessions, so that they fit the budget."""
@@ -218,6 +238,7 @@ class SessionService:
             return await asyncio.shield(fetching)
         waiting = Waiting(time.monotonic() + self._policy.fetch_lease)
         fresh_only = refresh or demand.watched
+        held: CacheEntry | None = None  # the copy the last claim saw
         while not waiting.over:
             landing = self._entries.landing(key)  # before the claim: a landing is never missed
             try:
@@ -227,7 +248,8 @@ class SessionService:
                 )
                 if claim.state != "held":
                     return await self._act(key, uuid, claim, token, fresh_only, demand)
-                stale = self._servable(claim.entry, fresh_only)
+                held = claim.entry
+                stale = self._servable(held, fresh_only)
                 if stale is not None:
                     return stale  # another instance refreshes it
                 landed = await waiting.pause(landing, patient=self._entries.hears_landings)
@@ -238,8 +260,13 @@ class SessionService:
                 now = time.time()
                 age = max(0.0, now - landed.stored_at)
                 return Lookup(landed.session, "hit", age, landed.fresh_until - now)
-        # The holder outlasted one upstream call's time: fetch without its lock.
+        # The holder outlasted one upstream call's time: fetch without its lock (and pay for it).
         logger.warning("the fetch lock of session %s outlasted its lease; fetching", uuid)
+        if demand.budget is not None:
+            wait = await self._entries.spend(demand.budget, demand.caller, "urgent")
+            if wait is not None:
+                refused = Claim(held, "refused", wait=wait, live=self._live)
+                return await self._act(key, uuid, refused, "", fresh_only, demand)
         return await self._fetches.run(
             key, lambda: self._fetch(key, uuid, Claim(None, "fetch"), demand)
         )
@@ -257,7 +284,7 @@ class SessionService:
             error = UpstreamRateLimited(
                 f"the fleet's Plivo request budget is spent for session {uuid}",
                 method="GET",
-                path="(not sent)",
+                path=NOT_SENT_PATH,
                 retry_after=round(claim.wait, 3),
             )
             return self._stale_instead(uuid, entry, error, retry_in=claim.wait)
@@ -311,6 +338,7 @@ class SessionService:
     async def _fetch(
         self, key: str, uuid: str, claim: Claim, demand: Demand, token: str | None = None
     ) -> Lookup:
+        payer.set(demand.caller)  # this task's own context: a retry is charged to the caller
         try:
             session: Session | None = await self._client.get_session(uuid)
         except SessionNotFound:
@@ -319,7 +347,7 @@ class SessionService:
             if token is not None:
                 await self._entries.release(key, token)
             raise
-        ttl = self._policy.ttl_for(session, live=claim.live, covered=claim.covered)
+        ttl = self._policy.ttl_for(session, live=claim.live, covered=claim.covered, mine=claim.mine)
         live: Live = "drop"
         if session is not None and not session.status.is_terminal and not claim.covered:
             live = "add"  # polled without callbacks: it counts in how often each is refreshed
@@ -337,6 +365,14 @@ class SessionService:
         )
         return Lookup(session, "miss", 0.0, ttl)
 
+    async def admit_retry(self) -> bool:
+        """Whether the budget can afford a retry (a refresh's priority), paid by `payer`."""
+        wait = await self._entries.spend(self.budget, payer.get(), "rest")
+        if wait is not None:
+            self._observer.budget_refused()
+            return False
+        return True
+
     async def cover(self, session_uuid: str) -> None:
-        """Its callbacks arrive (or will): for an hour, each copy stays fresh for `callback_ttl`."""
-        await self._entries.cover(canonical_session_uuid(session_uuid), self._policy.terminal_ttl)
+        """Its callbacks arrive (or will): for `COVERED_FOR`, copies stay fresh `callback_ttl`."""
+        await self._entries.cover(canonical_session_uuid(session_uuid), COVERED_FOR)
