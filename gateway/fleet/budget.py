@@ -24,6 +24,7 @@ Three things shape a spend:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -41,6 +42,12 @@ PRIORITY_PART: dict[Priority, float] = {
     "watched": WATCHED,
     "rest": REST,
 }
+
+
+@functools.lru_cache(maxsize=1024)
+def caller_digest(caller: str) -> str:
+    """A digest of an API key's name, for the keys of its counters (names are few: cached)."""
+    return hashlib.sha256(caller.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +69,7 @@ class Budget:
 
     def share_key(self, caller: str) -> str:
         """The caller's counter, under a digest of its name (never the name itself)."""
-        return f"{self.shares or self.key}:share:{hashlib.sha256(caller.encode()).hexdigest()[:32]}"
+        return f"{self.shares or self.key}:share:{caller_digest(caller)}"
 
     async def spend(
         self, counters: Counters, caller: str, priority: Priority = "urgent"

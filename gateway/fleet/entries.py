@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -36,7 +35,7 @@ import orjson
 from aiocache import SimpleMemoryCache
 from aiocache.serializers import NullSerializer
 
-from gateway.fleet.budget import Budget, Priority
+from gateway.fleet.budget import Budget, Priority, caller_digest
 from gateway.fleet.counters import SLOTS, Counters, MemoryCounters, RedisCounters
 from gateway.fleet.link import RedisLink, Unreachable, milliseconds
 from gateway.plivo.models import MalformedSession, Session, dump_session, parse_session
@@ -98,7 +97,7 @@ class Demand:
         """The sessions of the budget's live set that the caller polls."""
         if self.budget is None:
             return None
-        return f"{self.budget.key}:live:{hashlib.sha256(self.caller.encode()).hexdigest()[:32]}"
+        return f"{self.budget.key}:live:{caller_digest(self.caller)}"
 
     def priority(self, entry: CacheEntry | None, read_before: float | None, now: float) -> Priority:
         """Urgent without a copy; watched when watched or read within the horizon; else rest.
@@ -140,8 +139,10 @@ class MemoryEntries:
         self, key: str, uuid: str, token: str, lease: float, *, force: bool, demand: Demand
     ) -> Claim:
         now = time.time()
-        live = self._live.get(demand.live_key or "")
-        mine = self._live.get(demand.my_live_key or "")
+        live = mine = None
+        if self._live:  # none while no in-progress session is polled
+            live = self._live.get(demand.live_key or "")
+            mine = self._live.get(demand.my_live_key or "")
         before = live.get(uuid) if live is not None else None
         for sessions in (live, mine):
             if sessions is not None and uuid in sessions:
@@ -186,9 +187,10 @@ class MemoryEntries:
         live: Live = "",
     ) -> None:
         await self.set(key, entry, ttl, uuid)
-        now = time.time()
-        self.track(demand.live_key, uuid, live, now)
-        self.track(demand.my_live_key, uuid, live, now)
+        if live == "add" or self._live:
+            now = time.time()
+            self.track(demand.live_key, uuid, live, now)
+            self.track(demand.my_live_key, uuid, live, now)
 
     def track(self, live_key: str | None, uuid: str, live: Live, now: float) -> None:
         """Add `uuid` to the live set `live_key` (read now), or drop it from it."""
