@@ -204,6 +204,18 @@ async def test_a_spent_budget_answers_any_copy_up_to_max_stale_and_refuses_only_
     assert simulator.served() == 8
 
 
+async def test_no_copy_older_than_max_stale_is_served_while_it_is_refreshed(
+    simulator: Simulator,
+) -> None:
+    # Stale-while-revalidate would serve it (1 s past freshness, within 10 s); max_stale wins.
+    settings = make_settings(simulator.url, GATEWAY_CACHE_MAX_STALE="30", **NO_RESPONSE_CACHE)
+    async with gateway(settings) as (client, state):
+        await plant(state, DOCS, age=40, expired_for=1)
+        assert await read(client, DOCS) == "miss"  # the fetch, not the 40 s old copy
+        await plant(state, DOCS, age=20, expired_for=1)
+        assert await read(client, DOCS) == "stale"  # within both: served while refreshed
+
+
 # --- 2. headroom --------------------------------------------------------------------------
 
 

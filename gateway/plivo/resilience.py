@@ -237,10 +237,12 @@ class ResilientClient:
         except UpstreamError as exc:
             if self._policy.attempts <= 1 or retry_reason(exc) is None:
                 raise
-            if not self._may_retry(exc, started) or not await self.admit_retry():
+            if not self._may_retry(exc, started):
+                raise
+            await asyncio.sleep(self._first_wait(exc))
+            if not await self.admit_retry():  # paid when it is sent: after Retry-After
                 raise
             self._observer.retried(retry_reason(exc) or "other")
-            await asyncio.sleep(self._first_wait(exc))
         return await self._retries(call, path, started)
 
     async def _retries(self, call: Callable[[], Awaitable[T]], path: str, started: float) -> T:

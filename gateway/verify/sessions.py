@@ -320,6 +320,7 @@ class SessionService:
             entry is None
             or refresh
             or now >= entry.fresh_until + self._policy.stale_while_revalidate
+            or now - entry.stored_at > self._policy.max_stale
         ):
             return None
         return Lookup(entry.session, "stale", now - entry.stored_at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -208,3 +209,26 @@ def test_a_callback_is_signed_only_with_a_known_token_and_the_given_url() -> Non
     assert is_signed("POST", url, v2, params, [TOKEN])
     assert not is_signed("POST", url, {}, params, [TOKEN])
     assert not is_signed("POST", url, {"x-plivo-signature-v3": v3}, params, [TOKEN])  # no nonce
+
+
+async def test_a_retry_is_paid_for_when_it_is_sent_after_retry_after() -> None:
+    # Paid before the wait, a retry would count in a window Plivo has already left behind.
+    sent: list[float] = []
+    paid: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(time.monotonic())
+        if len(sent) == 1:
+            return httpx.Response(429, headers={"Retry-After": "1"}, json={"error": "slow"})
+        return httpx.Response(500, json={"error": "boom"})
+
+    async def admit() -> bool:
+        paid.append(time.monotonic())
+        return len(paid) < 2  # the second retry is refused: the last error stands
+
+    client = resilient(handler)
+    client.admit_retry = admit
+    with pytest.raises(UpstreamFailed):
+        await client.list_sessions(ListFilter(), limit=20, offset=0)
+    assert len(sent) == 2  # the first try and one paid retry; the refused one was not sent
+    assert paid[0] >= sent[0] + 1  # paid once Retry-After had passed, as it was sent
