@@ -8,9 +8,10 @@ one round trip (a Lua script) and so is settling (store, let go of the lock, tel
 two for a new session.
 
 The claim also keeps the *live set* of a budget: the in-progress sessions polled without
-callbacks, each with when it was last read. Its size (those read within `LIVE_HORIZON`) sets
-how long their copies stay fresh; whether a session was read recently sets the priority of its
-refresh. Sessions whose status callbacks arrive are *covered*: they leave the live set.
+callbacks, each with when it was last read, and the same for each caller. Their sizes (those
+read within the horizon: `LIVE_HORIZON`, or twice the planned refresh interval when longer) set
+how long copies stay fresh; whether a session was read recently sets the priority of its
+refresh. Sessions whose status callbacks arrive are *covered*: they leave the live sets.
 
 Every copy carries its session's generation. When a session changes its generation is bumped,
 and a copy of an older generation counts as absent: forgetting a session costs the same
