@@ -298,6 +298,7 @@ def create_app(
                     "authorization",
                     "content-type",
                     "cache-control",
+                    "idempotency-key",
                     "x-request-id",
                     *PASS_THROUGH_HEADERS,
                 ],

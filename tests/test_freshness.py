@@ -427,6 +427,23 @@ CREDENTIAL_KEYS = keyed(broker="read+passthrough", reader="read")
 WRONG_TOKEN = {"X-Plivo-Auth-Id": AUTH_ID, "X-Plivo-Auth-Token": "not-the-accounts-token"}
 
 
+async def test_no_account_id_becomes_a_metric_label(simulator: Simulator) -> None:
+    settings = make_settings(
+        simulator.url,
+        GATEWAY_AUTH="keys",
+        GATEWAY_API_KEYS=CREDENTIAL_KEYS,
+        PLIVO_BREAKER_THRESHOLD="1",
+        PLIVO_RETRY_ATTEMPTS="1",
+    )
+    own = {"X-Plivo-Auth-Id": AUTH_ID, "X-Plivo-Auth-Token": AUTH_TOKEN}
+    simulator.queue_fault("503")
+    async with gateway(settings) as (client, _):
+        assert await read(client, DOCS, key="broker", headers=own) == "UPSTREAM_ERROR"
+        scraped = (await client.get("/metrics")).text
+    assert 'gateway_breaker_state{breaker="passthrough:' in scraped  # its breaker opened
+    assert AUTH_ID not in scraped
+
+
 async def test_a_wrong_pass_through_token_spends_the_keys_share_not_the_accounts_budget(
     simulator: Simulator,
 ) -> None:

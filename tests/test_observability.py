@@ -205,6 +205,24 @@ async def test_cors_allow_list(simulator: Simulator) -> None:
     assert "access-control-allow-origin" not in other.headers
 
 
+async def test_a_browser_may_send_an_idempotency_key_and_a_request_id(
+    simulator: Simulator,
+) -> None:
+    settings = make_settings(simulator.url, GATEWAY_CORS_ORIGINS="https://app.example.com")
+    async with gateway_client(settings) as client:
+        preflight = await client.options(
+            "/graphql",
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,idempotency-key,"
+                "x-request-id",
+            },
+        )
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+
+
 async def test_no_cors_headers_by_default(gateway: httpx.AsyncClient) -> None:
     response = await gateway.post(
         "/graphql", json={"query": "{ __typename }"}, headers={"Origin": "https://app.example.com"}

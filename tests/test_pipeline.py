@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid as uuids
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -302,3 +305,23 @@ async def test_a_client_that_completes_a_subscription_ends_its_watch(
             return await watched() == "gateway_watched_sessions 0.0"
 
         assert await eventually(released)  # the socket is still open
+
+
+@pytest.mark.parametrize("frame", ["[1]", "1", '"text"', "null", '{"type": 1}', "{}"])
+async def test_a_malformed_websocket_frame_closes_the_socket_without_a_traceback(
+    stack: tuple[str, Simulator], frame: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = stack
+    caplog.set_level(logging.INFO)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(
+            url.replace("http", "ws") + "/graphql", protocols=["graphql-transport-ws"]
+        ) as ws,
+    ):
+        await ws.send_str(frame)  # unauthenticated: before connection_init
+        closing = await asyncio.wait_for(ws.receive(), 10)
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == 4400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("not a protocol message" in r.getMessage() for r in caplog.records)

@@ -74,7 +74,7 @@ class Context:
 
     sessions: SessionReader
     refresh: bool = False
-    scopes: frozenset[str] = frozenset({"read", "write", "passthrough"})
+    scopes: frozenset[str] = frozenset()  # least privilege: without a principal, no scope
     cache_report: dict[str, dict[str, object]] = field(default_factory=dict)
     freshness: dict[str, tuple[float, float]] = field(default_factory=dict)
     caller: str = "anonymous"

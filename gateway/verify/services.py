@@ -86,7 +86,8 @@ class SessionServices:
         digest = credential.digest
         pair = self._pass_through.get(digest)
         if pair is None:
-            pair = self._build(credential, name=f"passthrough:{credential.auth_id}")
+            # named by a digest: the account id never becomes a metric label
+            pair = self._build(credential, name=f"passthrough:{digest[:12]}")
             self._pass_through[digest] = pair
             while len(self._pass_through) > MAX_PASS_THROUGH:
                 self._pass_through.popitem(last=False)

@@ -4,7 +4,8 @@ Strawberry keeps the protocol (connection_init, ping, subscribe, complete, its t
 the cap on operations in flight); every operation it receives goes to the pipeline, which
 admits it (tokens, depth, aliases, cost) and runs it with a Context of its own, exactly as an
 HTTP request's. A message larger than GATEWAY_MAX_BODY_BYTES closes the socket (1009) before
-it is read as JSON or GraphQL.
+it is read as JSON or GraphQL; a JSON message that is not an object with a string `type`
+closes it with 4400 (the protocol's code for a malformed message) before Strawberry sees it.
 
 A websocket authenticates once, in `connection_init`: `{"Authorization": "Bearer <key>"}` in
 its payload (browsers cannot set headers on a websocket) or the upgrade request's own
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +38,7 @@ from gateway.web.graphql_http import RequestError, params_from
 
 logger = logging.getLogger(__name__)
 MESSAGE_TOO_BIG = 1009  # RFC 6455
+MALFORMED = 4400  # graphql-transport-ws: an invalid message
 
 
 @dataclass
@@ -118,7 +121,7 @@ class Subscriptions(GraphQL[Connection, None]):
 
 
 class MessageLimit:
-    """Closes a websocket (1009) on a message over `max_bytes`, before anything reads it."""
+    """Closes a websocket on a message too large (1009) or malformed (4400), before Strawberry."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -129,20 +132,37 @@ class MessageLimit:
         async def limited() -> Message:
             nonlocal closed
             message = await receive()
-            if message["type"] == "websocket.receive" and _is_over(message, self.max_bytes):
+            if message["type"] != "websocket.receive":
+                return message
+            if _is_over(message, self.max_bytes):
                 logger.info("websocket closed: a message over %d bytes", self.max_bytes)
-                await send(
-                    {"type": "websocket.close", "code": MESSAGE_TOO_BIG, "reason": "too large"}
-                )
-                closed = True
-                return {"type": "websocket.disconnect", "code": MESSAGE_TOO_BIG}
-            return message
+                code, reason = MESSAGE_TOO_BIG, "too large"
+            elif _is_malformed(message):
+                logger.info("websocket closed: a message that is not a protocol message")
+                code, reason = MALFORMED, "malformed message"
+            else:
+                return message
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+            closed = True
+            return {"type": "websocket.disconnect", "code": code}
 
         async def guarded(message: Message) -> None:
             if not closed:  # after our close, the app's own goodbye has nowhere to go
                 await send(message)
 
         await self.app(scope, limited, guarded)
+
+
+def _is_malformed(message: Message) -> bool:
+    """Valid JSON that is not an object with a string `type` (invalid JSON: Strawberry's 4400)."""
+    text = message.get("text")
+    if text is None:
+        return False
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str)
 
 
 def _is_over(message: Message, limit: int) -> bool:

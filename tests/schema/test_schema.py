@@ -13,6 +13,7 @@ from gateway.plivo.models import Session, parse_session
 from gateway.schema import SchemaOptions, build_schema
 from gateway.schema.context import Context
 
+READ = frozenset({"read"})
 QUERY = "query S($uuid: ID!) { session(uuid: $uuid) { sessionUuid status } }"
 
 
@@ -48,7 +49,9 @@ def docs_session() -> Session:
 async def test_session_resolves_through_the_context_service() -> None:
     fake = FakeSessions({fixtures.DOCS_EXAMPLE_UUID: docs_session()})
     result = await build_schema().execute(
-        QUERY, variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID}, context_value=Context(fake)
+        QUERY,
+        variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID},
+        context_value=Context(fake, scopes=READ),
     )
     assert result.errors is None
     assert result.data == {
@@ -60,7 +63,7 @@ async def test_unknown_session_is_null() -> None:
     result = await build_schema().execute(
         QUERY,
         variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID},
-        context_value=Context(FakeSessions()),
+        context_value=Context(FakeSessions(), scopes=READ),
     )
     assert result.errors is None
     assert result.data == {"session": None}
@@ -72,7 +75,9 @@ async def test_an_unexpected_exception_is_masked_and_logged_with_its_traceback(
     fake = FakeSessions(error=RuntimeError("database password is hunter2"))
     with caplog.at_level(logging.ERROR):
         result = await build_schema().execute(
-            QUERY, variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID}, context_value=Context(fake)
+            QUERY,
+            variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID},
+            context_value=Context(fake, scopes=READ),
         )
     assert result.errors is not None
     error = result.errors[0].formatted
@@ -100,7 +105,7 @@ async def test_gateway_errors_keep_their_message_and_code(
     result = await build_schema().execute(
         QUERY,
         variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID},
-        context_value=Context(FakeSessions(error=error)),
+        context_value=Context(FakeSessions(error=error), scopes=READ),
     )
     assert result.errors is not None
     assert result.errors[0].formatted["extensions"] == extensions
@@ -110,19 +115,19 @@ async def test_gateway_errors_keep_their_message_and_code(
 async def test_validation_and_parse_errors_have_codes() -> None:
     schema = build_schema()
     invalid = await schema.execute(
-        "{ session(uuid: 1) { nope } }", context_value=Context(FakeSessions())
+        "{ session(uuid: 1) { nope } }", context_value=Context(FakeSessions(), scopes=READ)
     )
     assert invalid.errors is not None
     assert {e.formatted["extensions"]["code"] for e in invalid.errors} == {
         "GRAPHQL_VALIDATION_FAILED"
     }
-    broken = await schema.execute("{ session(", context_value=Context(FakeSessions()))
+    broken = await schema.execute("{ session(", context_value=Context(FakeSessions(), scopes=READ))
     assert broken.errors is not None
     assert broken.errors[0].formatted["extensions"] == {"code": "GRAPHQL_PARSE_FAILED"}
 
 
 async def test_missing_variable_is_bad_user_input() -> None:
-    result = await build_schema().execute(QUERY, context_value=Context(FakeSessions()))
+    result = await build_schema().execute(QUERY, context_value=Context(FakeSessions(), scopes=READ))
     assert result.errors is not None
     assert result.errors[0].formatted["extensions"] == {"code": "BAD_USER_INPUT"}
 
@@ -130,12 +135,12 @@ async def test_missing_variable_is_bad_user_input() -> None:
 async def test_production_schema_refuses_introspection_and_suggestions() -> None:
     schema = build_schema(SchemaOptions(introspection=False))
     result = await schema.execute(
-        "{ __schema { types { name } } }", context_value=Context(FakeSessions())
+        "{ __schema { types { name } } }", context_value=Context(FakeSessions(), scopes=READ)
     )
     assert result.errors is not None
     assert result.errors[0].formatted["extensions"] == {"code": "GRAPHQL_VALIDATION_FAILED"}
     typo = await schema.execute(
-        '{ session(uuid: "x") { sesionUuid } }', context_value=Context(FakeSessions())
+        '{ session(uuid: "x") { sesionUuid } }', context_value=Context(FakeSessions(), scopes=READ)
     )
     assert typo.errors is not None
     assert "Did you mean" not in typo.errors[0].message
@@ -143,7 +148,7 @@ async def test_production_schema_refuses_introspection_and_suggestions() -> None
 
 async def test_development_schema_allows_introspection() -> None:
     result = await build_schema().execute(
-        "{ __schema { queryType { name } } }", context_value=Context(FakeSessions())
+        "{ __schema { queryType { name } } }", context_value=Context(FakeSessions(), scopes=READ)
     )
     assert result.errors is None
     assert result.data == {"__schema": {"queryType": {"name": "Query"}}}
@@ -158,7 +163,7 @@ async def test_aliases_of_one_uuid_are_loaded_once_per_request() -> None:
       c: session(uuid: "{upper}") {{ sessionUuid }}
       d: session(uuid: "5c533d15-1975-4f20-80be-40174142ea37") {{ status }}
     }}"""
-    result = await build_schema().execute(query, context_value=Context(fake))
+    result = await build_schema().execute(query, context_value=Context(fake, scopes=READ))
     assert result.errors is None
     assert sorted(fake.asked) == [
         ("5c533d15-1975-4f20-80be-40174142ea37", False),
@@ -176,7 +181,9 @@ async def test_a_new_context_loads_again() -> None:
     fake = FakeSessions({fixtures.DOCS_EXAMPLE_UUID: docs_session()})
     for _ in range(2):
         await build_schema().execute(
-            QUERY, variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID}, context_value=Context(fake)
+            QUERY,
+            variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID},
+            context_value=Context(fake, scopes=READ),
         )
     assert len(fake.asked) == 2
 
@@ -186,6 +193,16 @@ async def test_refresh_is_passed_to_the_reader() -> None:
     await build_schema().execute(
         QUERY,
         variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID},
-        context_value=Context(fake, refresh=True),
+        context_value=Context(fake, refresh=True, scopes=READ),
     )
     assert fake.asked == [(fixtures.DOCS_EXAMPLE_UUID, True)]
+
+
+async def test_a_context_without_a_principal_may_do_nothing() -> None:
+    result = await build_schema().execute(
+        QUERY,
+        variable_values={"uuid": fixtures.DOCS_EXAMPLE_UUID},
+        context_value=Context(FakeSessions()),
+    )
+    assert result.errors is not None
+    assert result.errors[0].extensions == {"code": "FORBIDDEN"}
