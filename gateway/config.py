@@ -141,6 +141,12 @@ def _read_hardening(reader: _Reader) -> dict[str, Any]:
     keys_file = reader.optional("GATEWAY_API_KEYS_FILE", _api_keys_file) or ()
     auth = reader.optional("GATEWAY_AUTH", _auth_mode)
     all_keys = (*keys, *keys_file)
+    both = sorted({key.name for key in keys} & {key.name for key in keys_file})
+    if both:  # one name, two secrets: everything per key (its cache, its shares) would merge
+        reader.problems.append(
+            f"GATEWAY_API_KEYS and GATEWAY_API_KEYS_FILE both name {', '.join(both)}:"
+            " a key name must be unique"
+        )
     if auth != "none" and not all_keys:
         reader.problems.append(
             "GATEWAY_API_KEYS (or GATEWAY_API_KEYS_FILE) is not set: configure API keys,"

@@ -167,6 +167,21 @@ async def test_a_keys_file_is_read(simulator: Simulator, tmp_path: Path) -> None
         assert (await post(client, {})).status_code == 401
 
 
+def test_a_key_named_in_both_sources_stops_start_up(simulator: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(f"frontend:{key_digest('second')}:write\n")
+    with pytest.raises(ConfigError) as caught:
+        make_settings(
+            simulator.url,
+            GATEWAY_AUTH="keys",
+            GATEWAY_API_KEYS=f"frontend:{key_digest('first')}:read",
+            GATEWAY_API_KEYS_FILE=str(path),
+        )
+    assert caught.value.problems == [
+        "GATEWAY_API_KEYS and GATEWAY_API_KEYS_FILE both name frontend: a key name must be unique"
+    ]
+
+
 async def test_without_keys_graphql_needs_gateway_auth_none(simulator: Simulator) -> None:
     with pytest.raises(ConfigError, match="GATEWAY_AUTH=none"):
         make_settings(simulator.url, GATEWAY_AUTH="keys")
