@@ -73,23 +73,12 @@ def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def backend_fleet(request: pytest.FixtureRequest) -> AsyncIterator[Fleet]:
-    """A fleet in this process, or on the real Redis."""
+def backend_fleet(request: pytest.FixtureRequest) -> Fleet:
+    """A fleet in this process, or on the real Redis (conftest's `shared_redis`)."""
     if request.param == "memory":
-        yield open_fleet(None, prefix="t", max_entries=1000, timeout=1.0, generation_ttl=60.0)
-        return
-    fleet = open_fleet(
-        require_shared_redis(),
-        prefix=unique_prefix(),
-        max_entries=1000,
-        timeout=1.0,
-        generation_ttl=60.0,
-    )
-    assert await fleet.start()
-    try:
-        yield fleet
-    finally:
-        await fleet.close()
+        return open_fleet(None, prefix="t", max_entries=1000, timeout=1.0, generation_ttl=60.0)
+    fleet: Fleet = request.getfixturevalue("shared_redis")[0]
+    return fleet
 
 
 @asynccontextmanager
