@@ -30,7 +30,7 @@ from gateway.fleet.link import PROBE_INTERVAL, RedisLink, Unreachable, milliseco
 from gateway.plivo.models import canonical_session_uuid
 
 logger = logging.getLogger(__name__)
-PING_EVERY = 5.0  # seconds of silence on the subscription before its connection is pinged
+PING_EVERY = 1.0  # seconds of silence on the subscription before its connection is pinged
 COUNT_EVERY = 5.0  # seconds between counts of the instances listening (for local shares)
 Listening = Callable[[bool], None]
 
@@ -88,11 +88,15 @@ class RedisFeed:
     async def messages(self, listening: Listening) -> AsyncIterator[str]:
         """Change messages, subscribing again after an outage (what was sent meanwhile is lost).
 
-        After `ping_every` seconds of silence the subscription is pinged, and a ping unanswered
-        for as long counts as an outage: a connection whose server stopped answering without
-        closing it would otherwise look like a quiet channel forever.
+        After `ping_every` seconds of silence the subscription is pinged; no answer within the
+        link's handshake time (GATEWAY_CACHE_TIMEOUT, at least 1 s) counts as an outage: a
+        server that stopped answering without closing the connection would otherwise look
+        like a quiet channel forever. An outage is logged once when it starts and once when
+        it ends, however long it lasts.
         """
+        down_since: float | None = None
         while True:
+            _raise_if_cancelled()
             pubsub = self._link.client.pubsub()
             try:
                 async with asyncio.timeout(self._link.handshake):
@@ -100,28 +104,46 @@ class RedisFeed:
                     await self._count()
                 self._link.listening = True
                 await self._link.ping()  # after an outage: what this instance owes goes now
+                if down_since is not None:
+                    logger.warning(
+                        "listening to %s again, after %.1f s deaf",
+                        self.channel,
+                        time.monotonic() - down_since,
+                    )
+                    down_since = None
                 listening(True)
                 async for data in self._listen(pubsub):
                     yield data
             except (OSError, RedisError, TimeoutError) as exc:
+                _raise_if_cancelled()  # a cancellation that arrived as a timeout
                 self._link.listening = False
                 listening(False)
-                logger.warning("listening to %s failed (%r); again in 1 s", self.channel, exc)
+                if down_since is None:
+                    down_since = time.monotonic()
+                    logger.warning(
+                        "not listening to %s (%r): other instances' changes are not heard;"
+                        " trying again every %.0f s",
+                        self.channel,
+                        exc,
+                        PROBE_INTERVAL,
+                    )
                 await asyncio.sleep(PROBE_INTERVAL)
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), self._link.handshake)
+                await _close(pubsub, self._link.handshake)
 
     async def _listen(self, pubsub: Any) -> AsyncIterator[str]:
         pinged = False
         while True:
-            item = await pubsub.get_message(timeout=self._ping_every)
+            wait = self._link.handshake if pinged else self._ping_every
+            item = await pubsub.get_message(timeout=wait)
             if time.monotonic() > self._counted_at + COUNT_EVERY:
-                await asyncio.wait_for(self._count(), self._link.handshake)
+                async with asyncio.timeout(self._link.handshake):
+                    await self._count()
             if item is None:
                 if pinged:
-                    raise TimeoutError(f"no answer to a ping in {self._ping_every} s")
-                await asyncio.wait_for(pubsub.ping(), self._link.handshake)
+                    raise TimeoutError(f"no answer to a ping in {wait} s")
+                async with asyncio.timeout(self._link.handshake):
+                    await pubsub.ping()
                 pinged = True
                 continue
             pinged = False  # anything heard shows the connection is alive
@@ -156,6 +178,7 @@ class Changes:
         self._feed, self._apply, self._resync = feed, apply, resync
         self.instance = secrets.token_hex(8)
         self._listening = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def listening(self) -> bool:
@@ -197,7 +220,36 @@ class Changes:
 
     def start(self) -> asyncio.Task[None]:
         """The listener as a task of the running loop."""
-        return asyncio.create_task(self.listen(), name="fleet-changes")
+        self._task = asyncio.create_task(self.listen(), name="fleet-changes")
+        return self._task
+
+    async def stop(self, within: float = 5.0) -> None:
+        """Cancel the listener and wait for it to end (it closes its connection)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=within)
+        if not done:
+            logger.warning("the change listener did not stop within %.0f s", within)
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library turned into a timeout or an error.
+
+    A loop that retries after errors must not outlive its cancellation: with Python 3.11, a
+    cancel that lands as a wait completes can arrive as TimeoutError, or not at all.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _close(pubsub: Any, within: float) -> None:
+    """Close the subscription's connection, never waiting longer than `within`."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(within):
+            await pubsub.aclose()
 
 
 def _text(value: object) -> str:

@@ -150,7 +150,11 @@ class SessionWatcher:
                 else:  # Plivo failed, and the last copy was served: back off
                     delay = min(delay * 2, self.max_interval)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(poller.wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await poller.wake.wait()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # a cancel that arrived as a timeout
+                raise asyncio.CancelledError
 
     @staticmethod
     def _push(poller: _Poller, item: object) -> None:
