@@ -18,7 +18,14 @@ from starlette.types import ASGIApp
 from gateway.config import Settings
 from gateway.fleet import Changes, Fleet, KeyedRate, open_fleet
 from gateway.metrics import Metrics
-from gateway.observability import AccessLog, RequestContextMiddleware, RequestIds, sdk_configured
+from gateway.observability import (
+    AccessLog,
+    DescriptorWatch,
+    RequestContextMiddleware,
+    RequestIds,
+    periodically,
+    sdk_configured,
+)
 from gateway.operations import (
     Admission,
     Authenticator,
@@ -35,11 +42,13 @@ from gateway.plivo.transport import AiohttpUpstream, HttpxUpstream, UpstreamHTTP
 from gateway.schema import SchemaOptions, build_schema
 from gateway.schema.context import Context
 from gateway.verify.flow import FlowPolicy
+from gateway.verify.guards import recipient_key
 from gateway.verify.services import BreakerPolicy, SessionServices
 from gateway.verify.sessions import CachePolicy, SessionService
 from gateway.verify.watch import SessionWatcher
 from gateway.web import (
     CALLBACK_PATH,
+    ClientConnections,
     FrontDoor,
     GraphQLHTTP,
     MessageLimit,
@@ -65,6 +74,7 @@ def build_upstream(
             read_timeout=settings.read_timeout,
             max_connections=settings.max_upstream_concurrency,
             headers=DEFAULT_HEADERS,
+            max_body=settings.max_response_bytes,
         )
     client = create_http_client(
         settings.plivo_api_url,
@@ -73,7 +83,7 @@ def build_upstream(
         max_connections=settings.max_upstream_concurrency,
         transport=transport,
     )
-    return HttpxUpstream(client)
+    return HttpxUpstream(client, max_body=settings.max_response_bytes)
 
 
 def build_fleet(settings: Settings) -> Fleet:
@@ -106,17 +116,27 @@ def cache_policy(settings: Settings) -> CachePolicy:
 
 
 def flow_policy(settings: Settings) -> FlowPolicy:
-    """List cache, idempotency, start throttles and the callback URL from settings."""
+    """List cache, idempotency, start and validation limits, recipients' key, callback URL."""
     callback = settings.public_url.rstrip("/") + CALLBACK_PATH if settings.public_url else None
     return FlowPolicy(
         list_ttl=settings.ttl_list,
         idempotency_window=settings.idempotency_window,
         starts_per_key=settings.starts_per_key,
         starts_per_recipient=settings.starts_per_recipient,
+        validations_per_session=settings.validations_per_session,
+        validations_per_key=settings.validations_per_key,
+        ended_for=settings.ttl_terminal,  # an ended session is cached as long
         callback_url=callback,
         key_prefix=settings.cache_prefix,
         lease=settings.upstream_deadline + 1.0,
+        recipient_key=recipient_key(settings.recipient_secret, settings.plivo_auth_token),
     )
+
+
+def callback_tokens(settings: Settings) -> tuple[str, ...]:
+    """The tokens a status callback may be signed with: the account's and the listed
+    subaccounts' (PLIVO_CALLBACK_SUBACCOUNTS), never a token a caller brought."""
+    return (settings.plivo_auth_token, *(token for _, token in settings.callback_subaccounts))
 
 
 def create_app(
@@ -171,11 +191,12 @@ def create_app(
             retry_policy=RetryPolicy(settings.retry_attempts, settings.upstream_deadline),
             breaker_policy=BreakerPolicy(settings.breaker_threshold, settings.breaker_cooldown),
             max_concurrency=settings.max_upstream_concurrency,
+            credential_share=settings.credential_share,
             metrics=metrics,
             flow_policy=flow_policy(settings),
             changed=changes.changed,
         )
-        listener = changes.start()
+        changes.start()
         try:
             async with asyncio.timeout(LISTEN_WAIT):
                 await changes.subscribed()
@@ -185,13 +206,18 @@ def create_app(
                 "until it is (see /readyz)",
                 settings.cache_prefix,
             )
+        # Each process: its open files near the limit, its gauges for the other workers.
+        chores = asyncio.create_task(periodically((DescriptorWatch().check, metrics.sample)))
         try:
             yield
         finally:
-            listener.cancel()
+            chores.cancel()
+            await asyncio.wait({chores}, timeout=5)
+            await changes.stop()
             await http.close()
             await fleet.close()
             access.flush()
+            metrics.close()
 
     def context(caller: Caller) -> Context:
         services: SessionServices = starlette_app.state.services
@@ -200,9 +226,9 @@ def create_app(
             sessions,
             refresh=caller.refresh,
             scopes=caller.principal.scopes,
-            caller=caller.principal.name,
+            caller=caller.principal.id,
             flow=services.flow_for(caller.credential),
-            watch=lambda uuid: watcher.watch(sessions, uuid, caller.principal.name),
+            watch=lambda uuid: watcher.watch(sessions, uuid, caller.principal.id),
             idempotency_key=caller.idempotency_key,
         )
 
@@ -271,16 +297,24 @@ def create_app(
         graphiql_html=graphiql_html,
     )
     routes.append(Route("/graphql", graphql_http, methods=["GET", "POST"]))
-    sockets = Subscriptions(pipeline, authenticator=authenticator, origins=settings.cors_origins)
+    sockets = Subscriptions(
+        pipeline,
+        authenticator=authenticator,
+        origins=settings.cors_origins,
+        init_timeout=settings.auth_timeout,
+    )
     routes.append(WebSocketRoute("/graphql", MessageLimit(sockets, settings.max_body_bytes)))
     routes.append(
         Route(
             CALLBACK_PATH,
             callback_endpoint(
                 settings.public_url,
-                lambda: starlette_app.state.services.tokens(),
+                callback_tokens(settings),
                 callback_changed,
-                metrics.callback,
+                remember=lambda nonces: fleet.nonces.remember(
+                    nonces, settings.callback_replay_window
+                ),
+                observe=metrics.callback,
             ),
             methods=["GET", "POST"],
         )
@@ -311,9 +345,6 @@ def create_app(
         graphql_http if tracer is None else None,
         access_log=access,
         request_ids=ids,
+        body_timeout=settings.body_timeout,
+        connections=ClientConnections(settings.max_connections_per_client),
     )
-
-
-def create_app_from_env() -> ASGIApp:
-    """The app with settings from the environment (uvicorn's factory for several workers)."""
-    return create_app(Settings.from_env())

@@ -15,6 +15,7 @@ import string
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -25,7 +26,8 @@ from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.fixtures import DOCS_EXAMPLE_UUID
 from gateway.fleet import is_redis_url
-from gateway.observability import configure_logging
+from gateway.metrics import workers_metrics_directory
+from gateway.observability import configure_logging, raise_descriptor_limit
 from gateway.schema import build_schema
 from gateway.simulator import SimulatorSettings, create_simulator
 
@@ -40,19 +42,23 @@ DEMO_QUERY = (
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     args = _parser().parse_args(argv)
-    level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
-    default_format = "json" if args.run is serve_command else "text"
-    log_format = os.environ.get("GATEWAY_LOG_FORMAT", default_format)
-    configure_logging(
-        level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
-        log_format if log_format in ("json", "text") else default_format,
-    )
+    configure_logging_from_env("json" if args.run is serve_command else "text")
     try:
         code: int = args.run(args)
     except ConfigError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
     return code
+
+
+def configure_logging_from_env(default_format: str) -> None:
+    """GATEWAY_LOG_LEVEL and GATEWAY_LOG_FORMAT, read before (and whatever) the settings say."""
+    level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
+    log_format = os.environ.get("GATEWAY_LOG_FORMAT", default_format)
+    configure_logging(
+        level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
+        log_format if log_format in ("json", "text") else default_format,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,6 +145,7 @@ def serve_command(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     check_fleet(settings, args.workers)
+    raise_descriptor_limit()
     if settings.auth == "none":
         logger.warning("GATEWAY_AUTH=none: every caller is served without an API key")
     logger.info(
@@ -148,33 +155,38 @@ def serve_command(args: argparse.Namespace) -> int:
         settings.env,
         settings.plivo_api_url,
     )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": False,
+        "log_config": None,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace),
+        "ws_max_size": settings.max_body_bytes,  # larger websocket messages: closed, 1009
+    }
     if args.workers > 1:
-        uvicorn.run(
-            "gateway.app:create_app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=args.workers,
-            access_log=False,
-            log_config=None,
-            proxy_headers=False,
-            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
-            ws_max_size=settings.max_body_bytes,  # larger websocket messages: closed, 1009
-        )
+        with workers_metrics_directory():
+            uvicorn.run("gateway.cli:worker_app", factory=True, workers=args.workers, **options)
     else:
-        app = create_app(settings)
-        tune_garbage_collector()
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            access_log=False,
-            log_config=None,
-            proxy_headers=False,
-            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
-            ws_max_size=settings.max_body_bytes,  # larger websocket messages: closed, 1009
-        )
+        uvicorn.run(serving_app(settings), **options)
     return 0
+
+
+def serving_app(settings: Settings) -> ASGIApp:
+    """The app `serve` runs, in its one process or in each worker."""
+    app = create_app(settings)
+    tune_garbage_collector()
+    return app
+
+
+def worker_app() -> ASGIApp:
+    """uvicorn's factory in each worker of `serve --workers N`: logs as `serve` does, the app.
+
+    The worker is a new interpreter: the parent's settings reach it through the environment
+    it inherits, PROMETHEUS_MULTIPROC_DIR included.
+    """
+    configure_logging_from_env("json")
+    return serving_app(Settings.from_env())
 
 
 def tune_garbage_collector() -> None:
@@ -229,6 +241,7 @@ def demo_command(args: argparse.Namespace) -> int:
         secrets.choice(string.ascii_uppercase + string.digits) for _ in range(18)
     )
     token = secrets.token_urlsafe(24)
+    raise_descriptor_limit()
     simulator_url = f"http://{args.host}:{args.simulator_port}"
     overlay = {
         "PLIVO_AUTH_ID": auth_id,

@@ -72,7 +72,9 @@ class Settings:
     retry_attempts: int = 3
     breaker_threshold: int = 5
     breaker_cooldown: float = 10.0
-    max_upstream_concurrency: int = 64
+    max_upstream_concurrency: int = 128
+    credential_share: float = 0.5
+    max_response_bytes: int = 1_048_576
     budget_requests: int = 300
     budget_window: float = 5.0
     refresh_per_minute: int = 30
@@ -87,6 +89,14 @@ class Settings:
     ttl_list: float = 5.0
     watch_interval: float = 1.0
     watch_max_interval: float = 10.0
+    callback_subaccounts: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    callback_replay_window: float = 3600.0
+    validations_per_session: tuple[int, float] = (10, 600.0)
+    validations_per_key: tuple[int, float] = (120, 60.0)
+    recipient_secret: str | None = field(default=None, repr=False)
+    body_timeout: float = 10.0
+    auth_timeout: float = 5.0
+    max_connections_per_client: int = 256
 
     @property
     def is_production(self) -> bool:
@@ -167,6 +177,11 @@ def _read_hardening(reader: _Reader) -> dict[str, Any]:
         "breaker_threshold": reader.optional("PLIVO_BREAKER_THRESHOLD", _positive_int),
         "breaker_cooldown": reader.optional("PLIVO_BREAKER_COOLDOWN", _seconds),
         "max_upstream_concurrency": reader.optional("PLIVO_MAX_CONCURRENCY", _positive_int),
+        "credential_share": reader.optional("PLIVO_CREDENTIAL_SHARE", _fraction),
+        "max_response_bytes": reader.optional("PLIVO_MAX_RESPONSE_BYTES", _positive_int),
+        "body_timeout": reader.optional("GATEWAY_BODY_TIMEOUT", _seconds),
+        "auth_timeout": reader.optional("GATEWAY_AUTH_TIMEOUT", _seconds),
+        "max_connections_per_client": reader.optional("GATEWAY_MAX_CONNECTIONS_PER_CLIENT", _count),
         "budget_requests": reader.optional("PLIVO_BUDGET_REQUESTS", _positive_int),
         "budget_window": reader.optional("PLIVO_BUDGET_WINDOW", _seconds),
         "refresh_per_minute": reader.optional("GATEWAY_REFRESH_PER_MINUTE", _positive_int),
@@ -187,7 +202,31 @@ def _read_flow(reader: _Reader) -> dict[str, Any]:
         "ttl_list": reader.optional("GATEWAY_CACHE_TTL_LIST", _duration),
         "watch_interval": reader.optional("GATEWAY_WATCH_INTERVAL", _seconds),
         "watch_max_interval": reader.optional("GATEWAY_WATCH_MAX_INTERVAL", _seconds),
+        "callback_subaccounts": reader.optional("PLIVO_CALLBACK_SUBACCOUNTS", _subaccounts),
+        "callback_replay_window": reader.optional("GATEWAY_CALLBACK_REPLAY_WINDOW", _duration),
+        "validations_per_session": reader.optional("GATEWAY_VALIDATIONS_PER_SESSION", _rate),
+        "validations_per_key": reader.optional("GATEWAY_VALIDATIONS_PER_KEY", _rate),
+        "recipient_secret": reader.optional("GATEWAY_RECIPIENT_SECRET", _secret),
     }
+
+
+def _subaccounts(raw: str) -> tuple[tuple[str, str], ...]:
+    """`SA...:token` pairs, comma-separated: subaccounts whose callbacks are accepted."""
+    pairs = []
+    for entry in (e.strip() for e in raw.split(",")):
+        auth_id, _, token = entry.partition(":")
+        if not AUTH_ID_PATTERN.fullmatch(auth_id) or not token:
+            raise ValueError(
+                "entries must be AUTH_ID:AUTH_TOKEN (MA or SA and 18 capitals or digits)"
+            )
+        pairs.append((auth_id, token))
+    return tuple(pairs)
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters (a random secret, shared by the fleet)")
+    return raw
 
 
 def _rate(raw: str) -> tuple[int, float]:

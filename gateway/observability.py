@@ -1,8 +1,9 @@
-"""Structured logs, request ids and traces.
+"""Structured logs, request ids, traces, and the process's file descriptors.
 
 Every request gets an id (the caller's `X-Request-ID` when it is a sane token, else a new
 one): it is returned in `X-Request-ID`, sent to Plivo, and carried by every log line of the
-request. Each request is a server span when an OpenTelemetry SDK is configured.
+request. Each request is a server span when an OpenTelemetry SDK is configured. JSON lines
+carry the process id, which tells the workers of `serve --workers N` apart.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import re
+import resource
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -25,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.request_context import request_id
 
 access_log = logging.getLogger("gateway.access")
+logger = logging.getLogger(__name__)
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -37,6 +41,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,
         }
         rid = request_id.get()
         if rid is not None:
@@ -119,6 +124,7 @@ class AccessLog:
                     "level": "INFO",
                     "logger": "gateway.access",
                     "message": f"{method} {path} {status}",
+                    "pid": os.getpid(),
                     "request_id": rid,
                     "method": method,
                     "path": path,
@@ -213,3 +219,81 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 def sdk_configured() -> bool:
     """Whether an OpenTelemetry SDK set a tracer provider (else spans would be no-ops)."""
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft limit on open files to the hard one; log one line; return the limit.
+
+    Each connection is a descriptor: the usual soft limit (1024) refuses the 1025th, while the
+    hard limit allows far more. The raised limit is inherited by the worker processes.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an unlimited hard limit some systems refuse
+            logger.info("open files: limit %d (the hard limit %d could not be set)", soft, hard)
+            return soft
+        logger.info("open files: limit %d (raised from %d)", hard, soft)
+        return hard
+    logger.info("open files: limit %d", soft)
+    return soft
+
+
+def open_descriptors() -> int | None:
+    """How many descriptors this process has open; None where /proc does not say."""
+    try:
+        counted = os.stat("/proc/self/fd").st_size  # Linux 6.2 and later: the count itself
+        return counted if counted > 0 else len(os.listdir("/proc/self/fd")) - 1  # minus its own
+    except OSError:
+        return None
+
+
+def descriptor_limit() -> int:
+    """The soft limit on this process's open files."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class DescriptorWatch:
+    """Warns, at most once a minute, when open descriptors reach 90 % of the limit."""
+
+    def __init__(
+        self,
+        *,
+        count: Callable[[], int | None] = open_descriptors,
+        limit: Callable[[], int] = descriptor_limit,
+        clock: Callable[[], float] = time.monotonic,
+        share: float = 0.9,
+        quiet: float = 60.0,
+    ) -> None:
+        self._count, self._limit, self._clock = count, limit, clock
+        self._share, self._quiet = share, quiet
+        self._warned: float | None = None
+
+    def check(self) -> None:
+        """Look once; log a WARNING when near the limit and none was logged in the last minute."""
+        count, limit = self._count(), self._limit()
+        if count is None or limit <= 0 or count < self._share * limit:
+            return
+        now = self._clock()
+        if self._warned is not None and now - self._warned < self._quiet:
+            return
+        self._warned = now
+        logger.warning(
+            "open files: %d of the limit %d (%d %%): new connections will soon be refused;"
+            " raise the hard limit (ulimit -Hn, LimitNOFILE=, docker --ulimit nofile=)",
+            count,
+            limit,
+            100 * count // limit,
+        )
+
+
+async def periodically(steps: Sequence[Callable[[], None]], interval: float = 2.0) -> None:
+    """Run each step now and every `interval` seconds, until cancelled; a failing step is logged."""
+    while True:
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                logger.exception("periodic check %s failed", getattr(step, "__qualname__", step))
+        await asyncio.sleep(interval)

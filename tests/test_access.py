@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -188,3 +189,21 @@ async def test_without_keys_graphql_needs_gateway_auth_none(simulator: Simulator
     async with gateway_client(make_settings(simulator.url)) as client:
         body = await graphql(client, QUERY, {"uuid": UUID})
     assert body["data"] == {"session": {"sessionUuid": UUID, "status": "EXPIRED"}}
+
+
+async def test_two_keys_under_one_name_never_share_an_answer(simulator: Simulator) -> None:
+    # Start-up refuses one name twice; should two keys still share a name (a file edited
+    # while a key rotates), everything per key goes by the key's digest: a write-only key
+    # never reads what a read key fetched, nor spends its throttles.
+
+    same = parse_api_keys(f"frontend:{key_digest(READER)}:read\nother:{key_digest(OPS)}:write")
+    renamed = (same[0], dataclasses.replace(same[1], name="frontend"))
+    settings = dataclasses.replace(
+        make_settings(simulator.url, GATEWAY_AUTH="keys", GATEWAY_API_KEYS=KEYS), api_keys=renamed
+    )
+    async with gateway_client(settings) as client:
+        first = await post(client, bearer(READER))
+        assert first.json()["data"]["session"]["status"] == "EXPIRED"
+        second = await post(client, bearer(OPS))  # the same request, the write-only key
+        assert second.json()["data"] == {"session": None}
+        assert second.json()["errors"][0]["extensions"] == {"code": "FORBIDDEN"}

@@ -366,7 +366,7 @@ async def test_an_instance_that_sees_the_data_lost_refuses_keys_it_holds_no_copy
             await eventually(fleet.link.ping)  # its connection is made again
             assert fleet.link.lost_recently
             with pytest.raises(StateUnavailable):
-                await flow_on(fleet, plivo).start("app", StartParams(recipient="9199990001"), "k")
+                await flow_on(fleet, plivo).start("app", StartParams(recipient="919999000012"), "k")
             assert plivo.sent == []
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +20,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway import fixtures
-from gateway.observability import JsonFormatter, RequestIds
+from gateway.errors import ConfigError
+from gateway.metrics import Metrics
+from gateway.observability import DescriptorWatch, JsonFormatter, RequestIds, open_descriptors
 from gateway.request_context import request_id
 from tests.conftest import Simulator, eventually, gateway_client, graphql, make_settings
 from tests.redis_server import own_redis
@@ -160,6 +165,7 @@ def test_json_log_lines_carry_the_request_id() -> None:
     assert line["message"] == "hello x"
     assert line["request_id"] == "rid-42"
     assert line["level"] == "WARNING"
+    assert line["pid"] == os.getpid()  # which worker of `serve --workers N` wrote it
 
 
 def test_json_audit_lines_carry_the_audit_object() -> None:
@@ -260,3 +266,57 @@ def test_shutdown_drains_requests_in_flight(simulator: Simulator, tmp_path: Path
     assert access[0]["message"] == "POST /graphql 200"
     assert access[0]["logger"] == "gateway.access"
     assert access[0]["request_id"] == results[0].headers["x-request-id"]
+
+
+@pytest.mark.parametrize("kernel", ["6.2 or later", "older"])
+def test_open_descriptors_are_counted(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if kernel == "older":  # /proc/self/fd has no size: the entries are listed and counted
+        stat = os.stat
+
+        def sizeless(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            if path == "/proc/self/fd":
+                return os.stat_result((0,) * 10)
+            return stat(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "stat", sizeless)
+    before = open_descriptors()
+    assert before is not None
+    with contextlib.ExitStack() as files:
+        for _ in range(20):
+            files.enter_context(open(os.devnull, "rb"))
+        assert open_descriptors() == before + 20
+    assert open_descriptors() == before
+
+
+def test_open_files_near_the_limit_are_a_warning_at_most_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now, count = [1000.0], [100]
+    watch = DescriptorWatch(count=lambda: count[0], limit=lambda: 1000, clock=lambda: now[0])
+
+    def warned() -> list[str]:
+        found = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        caplog.clear()
+        return found
+
+    with caplog.at_level(logging.WARNING, logger="gateway.observability"):
+        watch.check()
+        assert warned() == []  # 10 %
+        count[0] = 905
+        watch.check()
+        assert [line.split(":")[1] for line in warned()] == [" 905 of the limit 1000 (90 %)"]
+        now[0] += 59
+        count[0] = 990
+        watch.check()
+        assert warned() == []  # said a minute ago
+        now[0] += 2
+        watch.check()
+        assert len(warned()) == 1
+
+
+def test_a_metrics_directory_that_is_not_one_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR is set but is not a directory"):
+        Metrics()

@@ -90,7 +90,12 @@ async def test_the_bulkhead_caps_requests_in_flight(
 ) -> None:
     # The simulator records the most session requests it served at once, so the check does not
     # depend on when the test looks; the limit of 10 shows the three requests do overlap.
-    settings = make_settings(simulator.url, PLIVO_MAX_CONCURRENCY=limit, GATEWAY_CACHE_URL="none")
+    settings = make_settings(
+        simulator.url,
+        PLIVO_MAX_CONCURRENCY=limit,
+        PLIVO_CREDENTIAL_SHARE=1,  # one credential here: the whole bulkhead
+        GATEWAY_CACHE_URL="none",
+    )
     simulator.configure(latency_ms=600)
     uuids = [UUID, OTHER, "4124e518-a8c9-4feb-8cff-d86636ba9234"]
     async with gateway_client(settings) as client:

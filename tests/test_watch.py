@@ -236,7 +236,7 @@ async def test_a_start_whose_key_is_held_elsewhere_too_long_is_a_conflict() -> N
         changed=changed,
     )
     with pytest.raises(IdempotencyConflict) as conflict:
-        await flow.start("app", StartParams(recipient="1234567"), "key-1")
+        await flow.start("app", StartParams(recipient="919999000012"), "key-1")
     assert conflict.value.retry_after is not None  # still in flight: worth trying again
 
 

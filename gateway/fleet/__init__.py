@@ -1,4 +1,5 @@
-"""What instances share: entries, locks, the Plivo budget, counters, memos and the change feed.
+"""What instances share: entries, locks, the Plivo budget, counters, memos, callback nonces and
+the change feed.
 
 Each kind has a memory implementation (one process) and a Redis one (a fleet). Callers name
 what they need; only this package knows Redis exists. What each kind does while Redis does not
@@ -7,7 +8,7 @@ answer is in the README's degradation table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from gateway.fleet.budget import WATCHED, Budget, Priority
@@ -34,6 +35,7 @@ from gateway.fleet.entries import (
 from gateway.fleet.link import RedisLink, Unreachable
 from gateway.fleet.locks import SingleFlight, Waiting
 from gateway.fleet.memos import MemoClaim, MemoryMemos, Memos, RedisMemos
+from gateway.fleet.nonces import MemoryNonces, Nonces, RedisNonces
 
 __all__ = [
     "LIVE_HORIZON",
@@ -53,13 +55,16 @@ __all__ = [
     "MemoryCounters",
     "MemoryEntries",
     "MemoryMemos",
+    "MemoryNonces",
     "Memos",
     "NoEntries",
+    "Nonces",
     "Priority",
     "Rate",
     "RedisCounters",
     "RedisEntries",
     "RedisMemos",
+    "RedisNonces",
     "SingleFlight",
     "SlidingWindow",
     "Unreachable",
@@ -78,6 +83,7 @@ class Fleet:
     memos: Memos
     feed: Feed
     link: RedisLink | None = None
+    nonces: Nonces = field(default_factory=MemoryNonces)  # of accepted status callbacks
 
     @property
     def shared(self) -> bool:
@@ -119,7 +125,8 @@ def open_fleet(
             link, counters, prefix=prefix, max_local=max_entries, generation_ttl=generation_ttl
         )
         feed = RedisFeed(link, prefix=prefix, landed=entries.landed, generation_ttl=generation_ttl)
-        return Fleet(entries, counters, RedisMemos(link), feed, link)
+        nonces = RedisNonces(link, prefix=prefix)
+        return Fleet(entries, counters, RedisMemos(link), feed, link, nonces)
     memory = MemoryCounters()
     cached: Entries = NoEntries(memory) if url == "none" else MemoryEntries(max_entries, memory)
-    return Fleet(cached, memory, MemoryMemos(), MemoryFeed())
+    return Fleet(cached, memory, MemoryMemos(), MemoryFeed(), nonces=MemoryNonces(prefix))

@@ -163,7 +163,7 @@ class Pipeline:
     async def _refetch(self, caller: Caller) -> None:
         if not caller.refresh:
             return
-        wait = await self.refetches.take(caller.principal.name)
+        wait = await self.refetches.take(caller.principal.id)
         if wait is not None:
             self.observer.refresh_refused()
             raise Throttled(

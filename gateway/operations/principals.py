@@ -17,10 +17,19 @@ from gateway.plivo.credentials import Credential
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller: its key's name and scopes."""
+    """The caller: its key's name, its scopes, and `id`, what everything per key is keyed by.
+
+    `id` carries the key's digest (the name, for the logs, and the first 12 hex digits), so
+    two keys never share a response cache, a throttle or a budget share, even under one name.
+    """
 
     name: str
     scopes: frozenset[str]
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", self.name)
 
     def allows(self, scope: str) -> bool:
         """Whether this caller holds `scope`."""
@@ -34,7 +43,10 @@ class Authenticator:
     """Maps a request's headers to a Principal (or raises Unauthenticated)."""
 
     def __init__(self, keys: tuple[ApiKey, ...], *, required: bool) -> None:
-        self._by_digest = {key.sha256: Principal(key.name, key.scopes) for key in keys}
+        self._by_digest = {
+            key.sha256: Principal(key.name, key.scopes, f"{key.name}#{key.sha256[:12]}")
+            for key in keys
+        }
         self.required = required
 
     def principal(self, headers: Mapping[str, str]) -> Principal:

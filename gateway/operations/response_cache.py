@@ -1,11 +1,12 @@
 """Whole responses for identical requests, checked before any other work.
 
-Keyed by everything that can change the answer: the caller (API key name and pass-through
-credential digest), the method, the response media type, and the request itself (the body of
-a POST, the query string of a GET). An entry lives as long as the shortest-lived session in it,
-and holds the `data` bytes and each session's storage time, so that `extensions.cache` still
-reports each copy's true age when served again. Only answers without errors, built from fresh
-copies, are kept; a `Cache-Control: no-cache` request never reads one.
+Keyed by everything that can change the answer: the caller (the API key's id, which carries
+its digest, and the pass-through credential's digest), the method, the response media type,
+and the request itself (the body of a POST, the query string of a GET). An entry lives as long
+as the shortest-lived session in it, and holds the `data` bytes and each session's storage
+time, so that `extensions.cache` still reports each copy's true age when served again. Only
+answers without errors, built from fresh copies, are kept; a `Cache-Control: no-cache` request
+never reads one.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def response_key(
     method: str, media_type: str, principal: Principal, credential: Credential | None, raw: bytes
 ) -> bytes:
     """The key: caller, credential digest, method, media type, and the request as sent."""
-    caller = principal.name if credential is None else f"{principal.name}:{credential.digest}"
+    caller = principal.id if credential is None else f"{principal.id}:{credential.digest}"
     return f"{method}\n{media_type}\n{caller}\n".encode() + raw
 
 

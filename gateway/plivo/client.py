@@ -42,7 +42,7 @@ from gateway.plivo.flow import (
     parse_started,
 )
 from gateway.plivo.models import MalformedSession, Session, canonical_session_uuid, parse_session
-from gateway.plivo.transport import UpstreamHTTP, UpstreamResponse
+from gateway.plivo.transport import AnswerTooLarge, BrokenAnswer, UpstreamHTTP, UpstreamResponse
 from gateway.request_context import request_id
 
 logger = logging.getLogger(__name__)
@@ -189,6 +189,9 @@ class PlivoClient:
             raise
         except UpstreamUnavailable:
             self._observe("connection", started)
+            raise
+        except BrokenAnswer as exc:
+            self._observe("too_large" if isinstance(exc, AnswerTooLarge) else "unreadable", started)
             raise
         elapsed = self._observe(str(response.status), started)
         logger.debug("plivo %s %s -> %d in %.1f ms", method, path, response.status, elapsed * 1e3)

@@ -3,17 +3,30 @@
 Plain data in and out of PlivoClient's list, create and validate calls. Plivo's failure bodies
 for a validation are not documented (the reference marks them UNCONFIRMED): a 4xx is read by
 the words of its `error` text, and one that names none of the known outcomes stays an error.
+
+Recipients are international numbers: `plivo_recipient` reads one (with a +, an international
+00, both, or neither) and gives it in the form Plivo's session objects carry and its list filter
+matches: the E.164 number's digits without the +.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 
+import phonenumbers
+
+from gateway.errors import InvalidInput
 from gateway.plivo.models import MalformedSession, Session, parse_session
 
 MAX_PAGE = 20
+# A leading +, then digits and the separators people write; the digits are checked after.
+_DIALLED = re.compile(r"\+?[0-9][0-9 ().\-]{0,39}")
+_SEPARATORS = re.compile(r"[ ().\-]")
+MAX_DIGITS = 15  # E.164's longest number
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,7 @@ class ValidationResult(enum.Enum):
     EXPIRED = "expired"
     TOO_MANY_ATTEMPTS = "too_many_attempts"
     NOT_FOUND = "not_found"
+    ALREADY_VERIFIED = "already_verified"  # the gateway's answer: no code was checked
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,34 @@ MESSAGES = {
     ValidationResult.EXPIRED: "the session has expired",
     ValidationResult.TOO_MANY_ATTEMPTS: "too many validation attempts for this session",
     ValidationResult.NOT_FOUND: "Plivo has no such session",
+    ValidationResult.ALREADY_VERIFIED: (
+        "the session was verified earlier; this code was not checked"
+    ),
 }
+
+
+def plivo_recipient(text: str) -> str:
+    """An international number as Plivo takes it: E.164's digits without the +.
+
+    `+14155550199`, `14155550199`, `0014155550199` and `+1 (415) 555-0199` are one number. One
+    that phonenumbers cannot read, or does not hold valid, is InvalidInput (not echoed back).
+    """
+    written = text.strip()
+    if not _DIALLED.fullmatch(written):
+        raise InvalidInput(
+            "recipient must be an international phone number: its country code and number, "
+            "in digits, with a leading + or 00 or neither"
+        )
+    digits = _SEPARATORS.sub("", written.removeprefix("+")).removeprefix("00")
+    number = None
+    if 0 < len(digits) <= MAX_DIGITS:
+        with contextlib.suppress(phonenumbers.NumberParseException):
+            number = phonenumbers.parse("+" + digits, None)
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise InvalidInput(
+            "recipient is not a valid phone number: give its country code and the whole number"
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).lstrip("+")
 
 
 def failed_validation(error_text: str) -> ValidationResult | None:

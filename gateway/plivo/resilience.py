@@ -3,9 +3,11 @@
 - Reads are retried on connection errors, timeouts, 502, 503, 504 and 429 (after its
   Retry-After when that fits the deadline), with jittered exponential backoff, all inside
   one overall deadline. Other 4xx are never retried. (tenacity does the retrying.)
-- The breaker counts transport errors, timeouts and 5xx once per request, after retries;
-  N in a row open it for a cool-down, then one probe goes through.
-- The bulkhead caps the requests in flight to Plivo.
+- The breaker counts transport errors, timeouts, 5xx and broken answers (over the size limit,
+  or not HTTP) once per request, after retries; N in a row open it for a cool-down, then one
+  probe goes through. A broken answer is not retried: the same one would come back.
+- The bulkhead caps the requests in flight to Plivo: in all, and for any one credential (its
+  share), so one slow account cannot take every slot from the others.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.plivo.bulkhead import Slots
 from gateway.plivo.client import Credential, PlivoClient
 from gateway.plivo.flow import ListFilter, SessionPage, Started, StartParams, Validation
 from gateway.plivo.models import Session
+from gateway.plivo.transport import BrokenAnswer
 
 T = TypeVar("T")
 RETRIED_STATUSES = frozenset({502, 503, 504})
@@ -113,7 +117,9 @@ class CircuitBreaker:
 
 
 def is_outage(error: BaseException) -> bool:
-    """What the breaker counts: transport errors, timeouts and 5xx."""
+    """What the breaker counts: transport errors, timeouts, 5xx and broken answers."""
+    if isinstance(error, BrokenAnswer):
+        return True
     if isinstance(error, UpstreamFailed):
         return error.status_code is not None and error.status_code >= 500
     return isinstance(error, UpstreamTimeout | UpstreamUnavailable)
@@ -125,6 +131,8 @@ def retry_reason(error: BaseException) -> str | None:
         return "timeout"
     if isinstance(error, UpstreamUnavailable) and not isinstance(error, CircuitOpen):
         return "connection"
+    if isinstance(error, BrokenAnswer):
+        return None
     if isinstance(error, UpstreamFailed) and error.status_code in RETRIED_STATUSES:
         return str(error.status_code)
     if isinstance(error, UpstreamRateLimited):
@@ -149,7 +157,7 @@ class ResilientClient:
         *,
         policy: RetryPolicy,
         breaker: CircuitBreaker,
-        bulkhead: asyncio.Semaphore,
+        bulkhead: Slots,
         observer: UpstreamObserver,
         admit_retry: Callable[[], Awaitable[bool]] = _always,
     ) -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 import strawberry
+from strawberry.types.enum import has_enum_definition
 
 from gateway.errors import InvalidInput
 from gateway.plivo import flow, models
@@ -19,16 +20,31 @@ from gateway.schema.sessions import Channel, SessionStatus, VerifySession
 ValidationResult = strawberry.enum(
     flow.ValidationResult,
     name="ValidationResult",
-    description="How a validation ended: only VERIFIED verifies the session.",
+    description="How a validation ended: only VERIFIED verifies the session (with this code).",
 )
 _SUBACCOUNT = "SA"
+_RECIPIENT = (
+    "An international number: country code and number, with a leading + or 00 or neither "
+    "(+14155550199, 0014155550199 and 14155550199 are one number)."
+)
+
+
+def _describe_results() -> None:
+    """Each value's description is the message a validation with that result carries."""
+    assert has_enum_definition(ValidationResult)
+    for value in ValidationResult.__strawberry_definition__.values:
+        described = flow.MESSAGES[flow.ValidationResult(value.value)]
+        value.description = described[0].upper() + described[1:] + "."
+
+
+_describe_results()
 
 
 @strawberry.input(description="Plivo's list filters; times are ISO 8601 with an offset.")
 class SessionFilter:
     app_uuid: strawberry.ID | None = None
     status: SessionStatus | None = None
-    recipient: str | None = None
+    recipient: str | None = strawberry.field(default=None, description=_RECIPIENT)
     subaccount: str | None = strawberry.field(
         default=None, description="A subaccount's auth id (SA...), to list its sessions."
     )
@@ -49,7 +65,7 @@ class SessionFilter:
         return flow.ListFilter(
             app_uuid=str(self.app_uuid) if self.app_uuid is not None else None,
             status=self.status.value if self.status is not None else None,
-            recipient=self.recipient,
+            recipient=flow.plivo_recipient(self.recipient) if self.recipient is not None else None,
             subaccount=sub,
             session_time=_plivo_time(self.session_time, "sessionTime"),
             session_time__gt=_plivo_time(self.session_time_gt, "sessionTimeGt"),
@@ -141,7 +157,7 @@ async def list_sessions(
 
 @strawberry.input(description="What Plivo's create call takes; the callback URL is the gateway's.")
 class StartVerificationInput:
-    recipient: str = strawberry.field(description="The phone number, digits with an optional +.")
+    recipient: str = strawberry.field(description=_RECIPIENT)
     channel: Channel = Channel.SMS
     app_uuid: strawberry.ID | None = None
     locale: str | None = None
@@ -230,7 +246,9 @@ class Mutation:
 
     @strawberry.mutation(
         description="Check a code (never retried). A wrong code, an expired session and too "
-        "many tries are results, not errors. Needs the write scope.",
+        "many tries are results, not errors; a session the gateway knows has ended is answered "
+        "without Plivo (ALREADY_VERIFIED when it was verified). Limited per session (by default "
+        "to Plivo's 10 tries) and per API key: beyond, RATE_LIMITED. Needs the write scope.",
         metadata=PLIVO_REQUEST,
     )
     async def validate_session(

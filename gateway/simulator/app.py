@@ -3,6 +3,8 @@
 Knobs: latency and a standing fault by setting or `PUT /__simulator/config`; one-off faults
 queued with `POST /__simulator/faults`; per request, the `X-Simulator-Fault` and
 `X-Simulator-Latency-Ms` headers. `GET /__simulator/stats` counts what was served.
+Accounts are kept apart: a session is its starter's (a seeded one, the main account's), and
+any other account's get, validate and list see it no more than an unknown uuid.
 Live bench mode (`bench_live`): `GET /__simulator/traffic` and `/__simulator/bench/changes`
 (gateway/simulator/live.py).
 """
@@ -79,9 +81,9 @@ def _answer(
     if not state.is_authorized(request.headers.get("authorization"), auth_id):
         return plivo_error(401, "authentication credentials were not provided or are invalid")
     key = session_uuid.lower()
-    state.expire_if_due(key)
-    if key in state.sessions:
-        return JSONResponse(state.sessions[key])
+    body = state.session_of(auth_id, key)  # another account's session: as if unknown
+    if body is not None:
+        return JSONResponse(body)
     if state.bench is not None and CANONICAL.fullmatch(key):
         return Response(state.bench.render(key, auth_id), media_type="application/json")
     return plivo_error(404, "not found")

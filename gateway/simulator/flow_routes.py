@@ -7,7 +7,6 @@ import hmac
 import secrets
 import time
 import uuid
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -71,9 +70,7 @@ async def create_session(request: Request) -> Response:
         None,
     )
     if open_uuid is None:
-        body = new_session(account, params, channel)
-        open_uuid = str(body["session_uuid"])
-        state.sessions[open_uuid] = body
+        open_uuid = state.add_session(account, new_session(account, params, channel))
         length = int(str(params.get("code_length") or 6))
         code = str(
             params.get("otp") or "".join(secrets.choice("0123456789") for _ in range(length))
@@ -109,7 +106,7 @@ async def list_sessions(request: Request) -> Response:
     for key in list(state.flows):
         state.expire_if_due(key)
     try:
-        page = list_page(list(state.sessions.values()), query, account, int(limit), int(offset))
+        page = list_page(state.sessions_of(account), query, account, int(limit), int(offset))
     except ValueError:
         return plivo_error(400, "session_time must be YYYY-MM-DD HH:MM[:ss[.uuuuuu]]")
     return JSONResponse(page)
@@ -117,7 +114,7 @@ async def list_sessions(request: Request) -> Response:
 
 async def validate_session(request: Request) -> Response:
     """POST .../Verify/Session/{uuid}/ with {"otp"}: at most 10 tries, before the expiry."""
-    state, _, refused = _account(request)
+    state, account, refused = _account(request)
     if refused is not None:
         return refused
     key = request.path_params["session_uuid"].lower()
@@ -127,11 +124,10 @@ async def validate_session(request: Request) -> Response:
     params = await json_object(request)
     if isinstance(params, Response) or not isinstance(params.get("otp"), str | int):
         return plivo_error(400, "otp is required")
-    state.expire_if_due(key)
-    flow = state.flows.get(key)
-    body: dict[str, Any] | None = state.sessions.get(key)
+    body = state.session_of(account, key)  # another account's session: as if unknown
     if body is None:
         return plivo_error(404, "not found")
+    flow = state.flows.get(key)
     if flow is None or body["status"] == "verified":
         return plivo_error(400, "session already validated or not open for validation")
     if body["status"] == "expired":

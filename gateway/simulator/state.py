@@ -12,6 +12,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -53,6 +54,9 @@ class SimulatorState:
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
         self.sessions = seed_sessions()
+        # Whose each session is: the account that started it; the seeded ones, the main one's.
+        # Another account asking about it gets what Plivo answers for a uuid it does not know.
+        self.owners = dict.fromkeys(self.sessions, settings.auth_id)
         self.latency_ms = settings.latency_ms
         self.faults = FaultPlan(Fault.parse(settings.fault) if settings.fault else None)
         self.bench: BenchTemplate | LiveBenchTemplate | None = (
@@ -87,6 +91,25 @@ class SimulatorState:
         given = (header or "").encode("latin-1", "replace")
         expected = self._expected_auth.get(auth_id)
         return expected is not None and hmac.compare_digest(given, expected)
+
+    def session_of(self, account: str, session_uuid: str) -> dict[str, Any] | None:
+        """The session's body when `account` owns it (expired first if due), else None."""
+        key = session_uuid.lower()
+        if self.owners.get(key) != account:
+            return None
+        self.expire_if_due(key)
+        return self.sessions.get(key)
+
+    def sessions_of(self, account: str) -> list[dict[str, Any]]:
+        """Every session `account` owns."""
+        return [body for key, body in self.sessions.items() if self.owners.get(key) == account]
+
+    def add_session(self, account: str, body: dict[str, Any]) -> str:
+        """Keep a new session as `account`'s; returns its uuid."""
+        key = str(body["session_uuid"]).lower()
+        self.sessions[key] = body
+        self.owners[key] = account
+        return key
 
     def expire_if_due(self, session_uuid: str) -> None:
         """An in-progress session past its code's expiry becomes expired (with a callback)."""

@@ -4,7 +4,10 @@ Lists are read through a short cache (per credential, filter and page) and fill 
 cache. Starts and validations are sent once, never retried; both make every instance forget its
 copy of the session (`Changes`), and are audit-logged: key name, operation, session uuid and
 outcome, never the code. A start with an Idempotency-Key within the window returns the first
-result; starts are throttled per API key and per recipient.
+result; starts are throttled per API key and per recipient of the account (the number read as
+E.164, and kept under an HMAC: see `guards`). Validations are limited per API key and per
+session (Plivo refuses an eleventh try; the gateway forwards none it would refuse), and a
+session known to have ended is answered without Plivo.
 
 Each request sent to Plivo (a page, a start, a validation) is urgent: it spends from the
 credential's budget and the caller's share of it. A page also counts against Plivo's list
@@ -13,14 +16,15 @@ limit, kept per credential, of which each API key may use its share.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gateway.errors import (
@@ -36,19 +40,21 @@ from gateway.errors import (
 from gateway.fleet import Counters, Entries, Memos, SingleFlight, Waiting
 from gateway.plivo.flow import (
     MAX_PAGE,
+    MESSAGES,
     ListFilter,
     SessionPage,
     Started,
     StartOutcome,
     StartParams,
     Validation,
+    plivo_recipient,
 )
 from gateway.plivo.models import MalformedSession, dump_session, parse_session
+from gateway.verify.guards import EndedSessions, recipient_id, recipient_key
 from gateway.verify.sessions import SessionService, payer
 
 audit = logging.getLogger("gateway.audit")
 logger = logging.getLogger(__name__)
-RECIPIENT = re.compile(r"^\+?[0-9]{6,16}$")
 LIST_RATE = (20, 60.0)  # Plivo's limit on list requests, per account
 # A start that failed with one of these reached no Plivo code path that sends: its key is free.
 NOT_SENT = (InvalidInput, Throttled, StateUnavailable, UpstreamRejected, UpstreamRateLimited)
@@ -77,15 +83,23 @@ class _Unobserved:
 
 @dataclass(frozen=True)
 class FlowPolicy:
-    """Cache, idempotency and throttle settings, and where Plivo sends status callbacks."""
+    """Cache, idempotency and throttle settings, and where Plivo sends status callbacks.
+
+    `recipient_key` keys recipients at rest (see `guards`); None: one derived from the token of
+    each service's own credential. `ended_for`: how long an ended session is remembered.
+    """
 
     list_ttl: float = 5.0
     idempotency_window: float = 600.0
     starts_per_key: tuple[int, float] = (30, 60.0)
     starts_per_recipient: tuple[int, float] = (5, 600.0)
+    validations_per_session: tuple[int, float] = (10, 600.0)
+    validations_per_key: tuple[int, float] = (120, 60.0)
+    ended_for: float = 3600.0
     callback_url: str | None = None
     key_prefix: str = "pvg"
     lease: float = 6.0
+    recipient_key: bytes | None = field(default=None, repr=False)
 
 
 class VerificationService:
@@ -109,6 +123,15 @@ class VerificationService:
         self._pages: SingleFlight[str, SessionPage] = SingleFlight()
         self._starts: SingleFlight[tuple[str, str], StartOutcome] = SingleFlight()
         self._observer: FlowObserver = observer or _Unobserved()
+        self._ended = EndedSessions(
+            entries, sessions, prefix=policy.key_prefix, keep_for=policy.ended_for
+        )
+
+    @functools.cached_property
+    def _recipient_key(self) -> bytes:
+        """The policy's key for recipients at rest, else one derived from this credential's."""
+        given = self._policy.recipient_key
+        return given or recipient_key(None, self._sessions.credential.auth_token)
 
     async def list(
         self, where: ListFilter, *, first: int, offset: int, caller: str = "anonymous"
@@ -116,7 +139,9 @@ class VerificationService:
         """One page, from the short list cache or from Plivo (concurrent reads share one)."""
         if not 1 <= first <= MAX_PAGE:
             raise InvalidInput(f"first must be from 1 to {MAX_PAGE} (Plivo pages 20 at a time)")
-        key = f"{self._policy.key_prefix}:list:{self._sessions.namespace}:{where.digest}"
+        # keyed by an HMAC of the filter: a recipient filter is not kept under a bare hash
+        named = hmac.new(self._recipient_key, where.digest.encode(), hashlib.sha256).hexdigest()
+        key = f"{self._policy.key_prefix}:list:{self._sessions.namespace}:{named[:32]}"
         key = f"{key}:{first}:{offset}"
         cached = _read_page(await self._entries.recall(key), offset)
         if cached is not None:
@@ -153,7 +178,7 @@ class VerificationService:
         self, caller: str, params: StartParams, idempotency_key: str | None
     ) -> StartOutcome:
         """Send a code (once), or return what the same Idempotency-Key got earlier."""
-        check_start(params)
+        params = checked_start(params)
         if idempotency_key is not None and not idempotency_key.strip():
             raise InvalidInput("Idempotency-Key must not be empty")
         try:
@@ -230,9 +255,11 @@ class VerificationService:
         )
         if wait is not None:
             raise Throttled("too many starts for this API key", retry_after=round(wait, 3))
-        recipient = hashlib.sha256(params.recipient.lstrip("+").encode()).hexdigest()[:32]
+        credential = self._sessions.credential
+        recipient = recipient_id(self._recipient_key, credential, params.recipient)
         wait = await self._counters.take(
-            f"{policy.key_prefix}:starts:recipient:{recipient}", policy.starts_per_recipient
+            f"{policy.key_prefix}:starts:recipient:{credential.auth_id}:{recipient}",
+            policy.starts_per_recipient,
         )
         if wait is not None:
             raise Throttled("too many starts for this recipient", retry_after=round(wait, 3))
@@ -250,30 +277,64 @@ class VerificationService:
         return started
 
     async def validate(self, caller: str, session_uuid: str, otp: str) -> Validation:
-        """Check a code (once); the session is forgotten everywhere whatever the outcome."""
+        """Check a code (once); the session is forgotten everywhere whatever the outcome.
+
+        A session known to have ended is answered without Plivo; otherwise the try counts
+        against the API key's and the session's limits before it is sent.
+        """
         if not otp.strip() or len(otp) > 16:
             raise InvalidInput("otp must be the code that was sent (at most 16 characters)")
         try:
+            known = await self._ended.answer(session_uuid)
+            if known is not None:
+                self._audit(caller, "validateSession", session_uuid, f"known_{known.value}")
+                return Validation(session_uuid, known, MESSAGES[known])
+            await self._take_validation(caller, session_uuid)
             await self._spend(caller)
             validation = await self._client.validate_session(session_uuid, otp)
         except GatewayError as exc:
             self._audit(caller, "validateSession", session_uuid, type(exc).__name__)
             raise
+        await self._ended.learn(validation.session_uuid, validation.result)
         await self._changed(validation.session_uuid)
         self._audit(caller, "validateSession", validation.session_uuid, validation.result.value)
         return validation
 
+    async def _take_validation(self, caller: str, session_uuid: str) -> None:
+        """One try from the API key's limit, then from the session's (whatever the key)."""
+        policy = self._policy
+        # Not strict: while Redis is away each instance takes its share of what is left, so
+        # people can still sign in and the fleet still sends no more tries than the limit.
+        wait = await self._counters.take(
+            f"{policy.key_prefix}:validations:key:{caller}",
+            policy.validations_per_key,
+            strict=False,
+        )
+        if wait is not None:
+            raise Throttled("too many validations for this API key", retry_after=round(wait, 3))
+        wait = await self._counters.take(
+            f"{policy.key_prefix}:validations:session:{self._sessions.namespace}:{session_uuid}",
+            policy.validations_per_session,
+            strict=False,
+        )
+        if wait is not None:
+            raise Throttled(
+                f"too many validations of session {session_uuid} (at most "
+                f"{policy.validations_per_session[0]} tries: Plivo refuses more)",
+                retry_after=round(wait, 3),
+            )
 
-def check_start(params: StartParams) -> None:
-    """Refuse what Plivo would refuse, before sending anything."""
-    if not RECIPIENT.fullmatch(params.recipient):
-        raise InvalidInput("recipient must be a phone number: 6 to 16 digits, + allowed first")
+
+def checked_start(params: StartParams) -> StartParams:
+    """Refuse what Plivo would refuse, before sending anything; the recipient read as E.164."""
+    params = replace(params, recipient=plivo_recipient(params.recipient))
     if params.channel not in ("sms", "voice"):
         raise InvalidInput("channel must be SMS or VOICE")
     if params.code_length is not None and not 4 <= params.code_length <= 8:
         raise InvalidInput("codeLength must be from 4 to 8")
     if params.otp is not None and not (params.otp.isdigit() and 4 <= len(params.otp) <= 8):
         raise InvalidInput("otp must be 4 to 8 digits")
+    return params
 
 
 def _audit_log(caller: str, operation: str, session_uuid: str | None, outcome: str) -> None:

@@ -1,19 +1,19 @@
 """One SessionService per Plivo credential: the configured one and callers' pass-through ones.
 
-Each credential gets its own circuit breaker and its own cache keys and flights; they share
-the HTTP pool, the cache backend, the bulkhead and the metrics. Pass-through services are
-kept for the most recently used credentials only.
+Each credential gets its own circuit breaker, its own cache keys and flights and its own share
+of the bulkhead; they share the HTTP pool, the cache backend, the bulkhead's whole and the
+metrics. Pass-through services are kept for the most recently used credentials only.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.fleet import Fleet
 from gateway.metrics import Metrics
+from gateway.plivo.bulkhead import Bulkhead
 from gateway.plivo.client import Credential, PlivoClient
 from gateway.plivo.resilience import CircuitBreaker, ResilientClient, RetryPolicy
 from gateway.plivo.transport import UpstreamHTTP
@@ -46,13 +46,14 @@ class SessionServices:
         breaker_policy: BreakerPolicy,
         max_concurrency: int,
         metrics: Metrics,
+        credential_share: float = 0.5,
         flow_policy: FlowPolicy | None = None,
         changed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._http, self._fleet, self._base_url = http, fleet, base_url
         self._cache_policy, self._retry_policy = cache_policy, retry_policy
         self._breaker_policy, self._metrics = breaker_policy, metrics
-        self._bulkhead = asyncio.Semaphore(max_concurrency)
+        self._bulkhead = Bulkhead(max_concurrency, credential_share)
         self._flow_policy = flow_policy or FlowPolicy()
         self._changed = changed or self.forget
         self.default, self._default_flow = self._build(default, name="default")
@@ -71,10 +72,6 @@ class SessionServices:
     def all(self) -> list[SessionService]:
         """Every session service: the configured credential's and the recent pass-through ones."""
         return [self.default, *(pair[0] for pair in self._pass_through.values())]
-
-    def tokens(self) -> list[str]:
-        """The auth tokens a status callback may be signed with (the ones we sent requests with)."""
-        return [service.credential.auth_token for service in self.all()]
 
     async def forget(self, session_uuid: str) -> None:
         """This process's copies of a session go (without a change feed: tests)."""
@@ -104,7 +101,7 @@ class SessionServices:
             PlivoClient(self._http, credential, self._metrics),
             policy=self._retry_policy,
             breaker=breaker,
-            bulkhead=self._bulkhead,
+            bulkhead=self._bulkhead.for_credential(),
             observer=self._metrics,
         )
         fleet = self._fleet

@@ -7,7 +7,11 @@ from starlette.types import Receive
 
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
-    """The body, or None once it declares or streams more than `limit` bytes."""
+    """The body, or None once it declares or streams more than `limit` bytes.
+
+    Its time limit is the front door's: `receive` says the client went away (ClientDisconnect
+    here) once GATEWAY_BODY_TIMEOUT has passed, and the door answers 408 (gateway.web.deadlines).
+    """
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
     chunks: list[bytes] = []

@@ -9,7 +9,8 @@ closes it with 4400 (the protocol's code for a malformed message) before Strawbe
 
 A websocket authenticates once, in `connection_init`: `{"Authorization": "Bearer <key>"}` in
 its payload (browsers cannot set headers on a websocket) or the upgrade request's own
-Authorization header; an unknown key closes it with 4403. Operations then run with the key's
+Authorization header; an unknown key closes it with 4403, and no `connection_init` within
+GATEWAY_AUTH_TIMEOUT (pings or not) closes it with 4408. Operations then run with the key's
 scopes and the configured Plivo credential.
 """
 
@@ -92,12 +93,14 @@ class Subscriptions(GraphQL[Connection, None]):
         *,
         authenticator: Authenticator,
         origins: Sequence[str] = (),
+        init_timeout: float = 5.0,
     ) -> None:
         super().__init__(
             PipelineStreams(pipeline),  # type: ignore[arg-type]
             graphql_ide=None,
             subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
-            connection_init_wait_timeout=timedelta(seconds=10),
+            # No accepted connection_init in time (GATEWAY_AUTH_TIMEOUT): closed, 4408.
+            connection_init_wait_timeout=timedelta(seconds=init_timeout),
             max_subscriptions_per_connection=20,
             # Pages on other origins may open a websocket only when CORS allows them too.
             allowed_origins=origins,
