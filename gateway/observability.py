@@ -221,23 +221,37 @@ def sdk_configured() -> bool:
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
+LOW_DESCRIPTOR_LIMIT = 4096  # below it a few thousand connections exhaust the process
+
+
 def raise_descriptor_limit() -> int:
     """Raise the soft limit on open files to the hard one; log one line; return the limit.
 
     Each connection is a descriptor: the usual soft limit (1024) refuses the 1025th, while the
-    hard limit allows far more. The raised limit is inherited by the worker processes.
+    hard limit allows far more. The raised limit is inherited by the worker processes. A limit
+    still low after that is a warning: the hard limit must be raised outside the process.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = soft
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):  # an unlimited hard limit some systems refuse
             logger.info("open files: limit %d (the hard limit %d could not be set)", soft, hard)
-            return soft
-        logger.info("open files: limit %d (raised from %d)", hard, soft)
-        return hard
-    logger.info("open files: limit %d", soft)
-    return soft
+        else:
+            limit = hard
+            logger.info("open files: limit %d (raised from %d)", hard, soft)
+    else:
+        logger.info("open files: limit %d", soft)
+    if limit < LOW_DESCRIPTOR_LIMIT:
+        logger.warning(
+            "open files: the limit %d is low for a server (each connection holds one; under"
+            " %d, a few thousand clients exhaust it): raise the hard limit (ulimit -Hn,"
+            " systemd LimitNOFILE=, docker --ulimit nofile=)",
+            limit,
+            LOW_DESCRIPTOR_LIMIT,
+        )
+    return limit
 
 
 def open_descriptors() -> int | None:

@@ -24,12 +24,14 @@ from tests.conftest import (
 from tests.servers import serve_in_thread
 
 WRITER, READER, OTHER = "writer-key-0000", "reader-key-1111", "other-writer-2222"
+WRITE_ONLY = "write-only-key-3333"
 APP_KEY_ID = f"app#{key_digest(WRITER)[:12]}"  # audit lines name a key and its digest
 KEYS = ",".join(
     [
         f"app:{key_digest(WRITER)}:read+write",
         f"dash:{key_digest(READER)}:read",
         f"other:{key_digest(OTHER)}:read+write",
+        f"kiosk:{key_digest(WRITE_ONLY)}:write",
     ]
 )
 START = """mutation Start($input: StartVerificationInput!) {
@@ -486,3 +488,27 @@ async def test_an_idempotency_key_reused_for_another_start_is_refused(
     assert other["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert "Idempotency-Key" in other["errors"][0]["message"]
     assert flow_sim.stats()["creates"] == 1
+
+
+async def test_a_write_only_key_gets_results_but_never_reads_a_session_through_them(
+    gw: httpx.AsyncClient, flow_sim: Simulator
+) -> None:
+    uuid = (await start(gw, "919999000930"))["sessionUuid"]  # the reader-writer key
+    await call(gw, VALIDATE, {"uuid": uuid, "otp": code_of(flow_sim, uuid)})  # VERIFIED
+    detail = """mutation Check($uuid: ID!, $otp: String!) {
+      validateSession(uuid: $uuid, otp: $otp) { result session { recipient status } }
+    }"""
+    # Answered from what the gateway knows (no try spent): the result, and not the session.
+    body = await call(gw, detail, {"uuid": uuid, "otp": "000000"}, key=WRITE_ONLY)
+    assert body["data"]["validateSession"] == {"result": "ALREADY_VERIFIED", "session": None}
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]
+    started = await call(
+        gw,
+        "mutation S($input: StartVerificationInput!) {"
+        " startVerification(input: $input) { sessionUuid session { recipient } } }",
+        {"input": {"recipient": "919999000931"}},
+        key=WRITE_ONLY,
+    )
+    assert started["data"]["startVerification"]["session"] is None
+    assert started["data"]["startVerification"]["sessionUuid"]
+    assert [e["extensions"]["code"] for e in started["errors"]] == ["FORBIDDEN"]

@@ -307,9 +307,52 @@ async def test_a_client_that_completes_a_subscription_ends_its_watch(
         assert await eventually(released)  # the socket is still open
 
 
-@pytest.mark.parametrize("frame", ["[1]", "1", '"text"', "null", '{"type": 1}', "{}"])
+MALFORMED_FRAMES = [
+    "[1]",
+    "1",
+    '"text"',
+    "null",
+    '{"type": 1}',
+    "{}",
+    "not json",
+    b"\x00binary",
+    '{"type": "\\ud800"}',  # a lone surrogate, once the close reason echoed it
+    '{"type": "' + "z" * 300 + '"}',  # a reason longer than a close frame may carry
+    '{"type": "' + "\u00e9" * 70 + '"}',
+    '{"type": "connection_init", "payload": "x"}',
+]
+MALFORMED_AFTER_INIT = [
+    '{"type": "subscribe", "id": "1", "payload": "x"}',
+    '{"type": "subscribe", "id": "1", "payload": null}',
+    '{"type": "subscribe", "id": "1", "payload": {"query": 1}}',
+    '{"type": "subscribe", "id": "1", "payload": {"query": "{ __typename }", "variables": []}}',
+    '{"type": "subscribe", "id": 1, "payload": {"query": "{ __typename }"}}',
+    '{"type": "subscribe", "payload": {"query": "{ __typename }"}}',
+    '{"type": "complete", "id": ["1"]}',
+    '{"type": "ping", "payload": 5}',
+]
+
+
+async def closed_as_malformed(
+    ws: aiohttp.ClientWebSocketResponse, frame: str | bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    if isinstance(frame, bytes):
+        await ws.send_bytes(frame)
+    else:
+        await ws.send_str(frame)
+    while True:
+        message = await asyncio.wait_for(ws.receive(), 10)
+        if message.type != aiohttp.WSMsgType.TEXT:  # the ack (after init) comes first
+            break
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == 4400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("not a protocol message" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("frame", MALFORMED_FRAMES)
 async def test_a_malformed_websocket_frame_closes_the_socket_without_a_traceback(
-    stack: tuple[str, Simulator], frame: str, caplog: pytest.LogCaptureFixture
+    stack: tuple[str, Simulator], frame: str | bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     url, _ = stack
     caplog.set_level(logging.INFO)
@@ -319,9 +362,15 @@ async def test_a_malformed_websocket_frame_closes_the_socket_without_a_traceback
             url.replace("http", "ws") + "/graphql", protocols=["graphql-transport-ws"]
         ) as ws,
     ):
-        await ws.send_str(frame)  # unauthenticated: before connection_init
-        closing = await asyncio.wait_for(ws.receive(), 10)
-    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-    assert ws.close_code == 4400
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert any("not a protocol message" in r.getMessage() for r in caplog.records)
+        await closed_as_malformed(ws, frame, caplog)  # unauthenticated: before connection_init
+
+
+@pytest.mark.parametrize("frame", MALFORMED_AFTER_INIT)
+async def test_a_malformed_frame_after_connection_init_closes_the_socket_too(
+    stack: tuple[str, Simulator], frame: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = stack
+    caplog.set_level(logging.INFO)
+    async with socket(url, AUTH) as ws:
+        await messages(ws, "connection_ack")
+        await closed_as_malformed(ws, frame, caplog)

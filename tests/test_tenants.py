@@ -116,6 +116,43 @@ async def test_a_slow_account_fills_its_share_and_another_accounts_lookup_goes_t
     assert upstream.served[SLOW_ID] == 5
 
 
+async def test_a_caller_alternating_tokens_of_one_account_holds_only_its_share() -> None:
+    # Each token is a credential of its own (its own cache, breaker), but the slots go by the
+    # account: Plivo answers an account at its pace, whatever token asks.
+    upstream = FakePlivo(slow=SLOW_ID)
+    with serve_in_thread(upstream.app()) as url:
+        settings = make_settings(
+            url,
+            PLIVO_MAX_CONCURRENCY=4,
+            PLIVO_CREDENTIAL_SHARE=0.5,
+            PLIVO_READ_TIMEOUT=60,
+            PLIVO_DEADLINE=60,
+            PLIVO_RETRY_ATTEMPTS=1,
+            GATEWAY_CACHE_URL="none",
+        )
+        tokens = [f"{SLOW_TOKEN}-{n}" for n in range(2)]
+        async with gateway_client(settings) as gateway:
+            held = [
+                asyncio.create_task(
+                    lookup(
+                        gateway,
+                        uuid_of(n),
+                        {"X-Plivo-Auth-Id": SLOW_ID, "X-Plivo-Auth-Token": tokens[n % 2]},
+                    )
+                )
+                for n in range(6)
+            ]
+            try:
+                await eventually(lambda: _true(upstream.in_flight[SLOW_ID] >= 2))
+                other = await asyncio.wait_for(graphql(gateway, QUERY, {"uuid": UUID}), 20)
+                assert other["data"] == {"session": {"sessionUuid": UUID, "status": "EXPIRED"}}
+                assert upstream.in_flight[SLOW_ID] == 2  # two tokens, one account: one share
+            finally:
+                upstream.release()
+            await asyncio.gather(*held)
+    assert upstream.peak[SLOW_ID] == 2
+
+
 @pytest.mark.parametrize(
     ("total", "share", "each"),
     [(128, 0.5, 64), (10, 0.3, 3), (3, 0.5, 2), (4, 0.1, 1), (4, 1.0, 4), (7, 0.999, 7)],

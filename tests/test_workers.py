@@ -246,6 +246,8 @@ def test_a_warning_names_the_open_files_near_the_limit(tmp_path: Path) -> None:
         ExitStack() as sockets,
     ):
         assert any(line["message"] == f"open files: limit {limit}" for line in process.lines())
+        low = [line for line in process.lines() if "is low for a server" in line["message"]]
+        assert [line["level"] for line in low] == ["WARNING"]  # said at start, once
         # Connections enough to pass 90 % of the limit, and not to reach it.
         already = len(os.listdir(f"/proc/{process.child.pid}/fd"))
         for _ in range(int(0.95 * limit) - already):

@@ -188,6 +188,9 @@ class StartVerificationInput:
 
 
 async def _session(info: Info, uuid: str) -> VerifySession | None:
+    # Reading the session (its recipient, attempts, charges) is reading: a write-only key
+    # gets the mutation's result, not the session.
+    require(info.context, "read")
     found = await info.context.loader.load(models.canonical_session_uuid(uuid))
     return VerifySession.from_model(found) if found is not None else None
 
@@ -201,7 +204,10 @@ class StartVerificationPayload:
         description="True when an Idempotency-Key returned an earlier start: no code was sent."
     )
 
-    @strawberry.field(description="The session as Plivo has it now.", metadata=PLIVO_REQUEST)
+    @strawberry.field(
+        description="The session as Plivo has it now (needs the read scope).",
+        metadata=PLIVO_REQUEST,
+    )
     async def session(self, info: Info) -> VerifySession | None:
         return await _session(info, str(self.session_uuid))
 
@@ -213,7 +219,8 @@ class ValidateSessionPayload:
     message: str
 
     @strawberry.field(
-        description="The session as Plivo has it after the validation.", metadata=PLIVO_REQUEST
+        description="The session as Plivo has it after the validation (needs the read scope).",
+        metadata=PLIVO_REQUEST,
     )
     async def session(self, info: Info) -> VerifySession | None:
         if self.result is flow.ValidationResult.NOT_FOUND:

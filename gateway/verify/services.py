@@ -101,7 +101,10 @@ class SessionServices:
             PlivoClient(self._http, credential, self._metrics),
             policy=self._retry_policy,
             breaker=breaker,
-            bulkhead=self._bulkhead.for_credential(),
+            # a pass-through credential's share is its account's, whatever the token
+            bulkhead=self._bulkhead.for_credential(
+                None if name == "default" else credential.auth_id
+            ),
             observer=self._metrics,
         )
         fleet = self._fleet

@@ -156,16 +156,38 @@ class MessageLimit:
         await self.app(scope, limited, guarded)
 
 
+PROTOCOL_TYPES = frozenset(("connection_init", "ping", "pong", "subscribe", "complete"))
+MAX_ID = 128  # characters of an operation id
+
+
 def _is_malformed(message: Message) -> bool:
-    """Valid JSON that is not an object with a string `type` (invalid JSON: Strawberry's 4400)."""
+    """Anything but a graphql-transport-ws message of the right shape: a binary frame, text
+    that is not JSON, a `type` the protocol does not have, an `id` or `payload` of the wrong
+    type. Strawberry would close some of these with a reason built from the message (which a
+    lone surrogate or a long type breaks) or fail on a payload that is not an object."""
     text = message.get("text")
     if text is None:
-        return False
+        return True  # a binary frame: the protocol is text only
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return False
-    return not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str)
+        return True
+    if not isinstance(parsed, dict) or parsed.get("type") not in PROTOCOL_TYPES:
+        return True
+    kind, payload = parsed["type"], parsed.get("payload")
+    if kind in ("subscribe", "complete"):
+        operation_id = parsed.get("id")
+        if not isinstance(operation_id, str) or not 0 < len(operation_id) <= MAX_ID:
+            return True
+    if kind != "subscribe":
+        return payload is not None and not isinstance(payload, dict)
+    return not (
+        isinstance(payload, dict)
+        and isinstance(payload.get("query"), str)
+        and isinstance(payload.get("variables"), dict | None)
+        and isinstance(payload.get("operationName"), str | None)
+        and isinstance(payload.get("extensions"), dict | None)
+    )
 
 
 def _is_over(message: Message, limit: int) -> bool:
