@@ -147,8 +147,10 @@ class Settings:
 
 
 def _read_hardening(reader: _Reader) -> dict[str, Any]:
+    named_before = len(reader.problems)
     keys = reader.optional("GATEWAY_API_KEYS", _api_keys) or ()
     keys_file = reader.optional("GATEWAY_API_KEYS_FILE", _api_keys_file) or ()
+    keys_named = len(reader.problems) > named_before  # a malformed source is named once
     auth = reader.optional("GATEWAY_AUTH", _auth_mode)
     all_keys = (*keys, *keys_file)
     both = sorted({key.name for key in keys} & {key.name for key in keys_file})
@@ -157,9 +159,11 @@ def _read_hardening(reader: _Reader) -> dict[str, Any]:
             f"GATEWAY_API_KEYS and GATEWAY_API_KEYS_FILE both name {', '.join(both)}:"
             " a key name must be unique"
         )
-    if auth != "none" and not all_keys:
+    # Keys are wanted unless GATEWAY_AUTH says none; a malformed GATEWAY_AUTH is named alone.
+    wants_keys = auth == "keys" or not reader.environ.get("GATEWAY_AUTH", "").strip()
+    if wants_keys and not all_keys and not keys_named:
         reader.problems.append(
-            "GATEWAY_API_KEYS (or GATEWAY_API_KEYS_FILE) is not set: configure API keys,"
+            f"{_no_keys(reader.environ)}: configure API keys,"
             " or set GATEWAY_AUTH=none to run without them"
         )
     return {
@@ -191,6 +195,13 @@ def _read_hardening(reader: _Reader) -> dict[str, Any]:
         "response_cache_entries": reader.optional("GATEWAY_RESPONSE_CACHE_ENTRIES", _count),
         **_read_flow(reader),
     }
+
+
+def _no_keys(environ: Mapping[str, str]) -> str:
+    given = [n for n in ("GATEWAY_API_KEYS", "GATEWAY_API_KEYS_FILE") if environ.get(n, "").strip()]
+    if not given:
+        return "GATEWAY_API_KEYS (or GATEWAY_API_KEYS_FILE) is not set"
+    return f"{' and '.join(given)} {'name' if len(given) > 1 else 'names'} no key"
 
 
 def _read_flow(reader: _Reader) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Every request gets an id (the caller's `X-Request-ID` when it is a sane token, else a new
 one): it is returned in `X-Request-ID`, sent to Plivo, and carried by every log line of the
 request. Each request is a server span when an OpenTelemetry SDK is configured. JSON lines
-carry the process id, which tells the workers of `serve --workers N` apart.
+carry the process id, which tells the workers of `serve --workers N` apart; where one process
+runs several parts (`demo`: the gateway and the simulator), each line also names its part.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import resource
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -30,6 +33,25 @@ from gateway.request_context import request_id
 access_log = logging.getLogger("gateway.access")
 logger = logging.getLogger(__name__)
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+# Which part of the process writes: set for each server's task, inherited by its requests.
+component: ContextVar[str | None] = ContextVar("component", default=None)
+
+
+@contextmanager
+def writing_as(part: str) -> Iterator[None]:
+    """Every line logged within (and within the tasks started within) names `part`."""
+    token = component.set(part)
+    try:
+        yield
+    finally:
+        component.reset(token)
+
+
+def _label() -> str:
+    """The start of a text line: its part, when the process runs several; else nothing."""
+    part = component.get()
+    return "" if part is None else f"{part:<9} | "
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,6 +65,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
+        part = component.get()
+        if part is not None:
+            entry["component"] = part
         rid = request_id.get()
         if rid is not None:
             entry["request_id"] = rid
@@ -54,25 +79,30 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-class _RequestIdFilter(logging.Filter):
+class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get() or "-"
+        record.label = _label()
         return True
 
 
 def configure_logging(level: str, fmt: str) -> None:
-    """Logs to stderr, as JSON lines or as text with the request id."""
+    """Logs to stderr at `level` (uvicorn's too), as JSON lines or as text with the request id."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.addFilter(_RequestIdFilter())
+        handler.addFilter(_ContextFilter())
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            logging.Formatter(
+                "%(label)s%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+            )
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in UVICORN_LOGGERS:  # uvicorn sets its own levels, from its config
+        logging.getLogger(name).setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
@@ -118,23 +148,27 @@ class AccessLog:
         now = datetime.now(UTC)
         duration = round(seconds * 1000, 2)
         if self.fmt == "json":
-            line = orjson.dumps(
-                {
-                    "time": now.isoformat(timespec="milliseconds"),
-                    "level": "INFO",
-                    "logger": "gateway.access",
-                    "message": f"{method} {path} {status}",
-                    "pid": os.getpid(),
-                    "request_id": rid,
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": duration,
-                }
-            ).decode()
+            entry: dict[str, object] = {
+                "time": now.isoformat(timespec="milliseconds"),
+                "level": "INFO",
+                "logger": "gateway.access",
+                "message": f"{method} {path} {status}",
+                "pid": os.getpid(),
+                "request_id": rid,
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": duration,
+            }
+            if (part := component.get()) is not None:
+                entry["component"] = part
+            line = orjson.dumps(entry).decode()
         else:
             stamp = now.strftime("%Y-%m-%d %H:%M:%S")
-            line = f"{stamp} INFO gateway.access [{rid}] {method} {path} {status} {duration} ms"
+            line = (
+                f"{_label()}{stamp} INFO gateway.access [{rid}] {method} {path} {status}"
+                f" {duration} ms"
+            )
         self._lines.append(line)
         self._size += len(line)
         if self._size > 65_536:

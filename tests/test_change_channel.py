@@ -15,7 +15,7 @@ from tests.conftest import Simulator, eventually, gateway_client, make_settings
 from tests.redis_server import own_redis
 
 CACHE_TIMEOUT = 0.25
-NOTICED_WITHIN = CACHE_TIMEOUT + 4.0  # the README: the cache timeout plus a few seconds
+NOTICED_WITHIN = CACHE_TIMEOUT + 4.0  # docs/operations.md: the cache timeout plus a few seconds
 
 
 async def changes(client: httpx.AsyncClient) -> str:

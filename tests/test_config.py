@@ -196,3 +196,46 @@ def test_malformed_flow_settings_are_named(name: str, value: str) -> None:
         Settings.from_env(VALID | {name: value})
     assert len(caught.value.problems) == 1
     assert caught.value.problems[0].startswith(f"{name} ")
+
+
+CREDENTIAL = {"PLIVO_AUTH_ID": "MAODZKMDFJMJU3MTEYNG", "PLIVO_AUTH_TOKEN": "tok"}
+DIGEST = "0" * 64
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ({"GATEWAY_API_KEYS": "frontend:abc:read"}, "GATEWAY_API_KEYS entries must be"),
+        ({"GATEWAY_API_KEYS": f"frontend:{DIGEST}:admin"}, "GATEWAY_API_KEYS scopes must be"),
+        ({"GATEWAY_API_KEYS": f"a:{DIGEST}:read,a:{DIGEST}:read"}, "GATEWAY_API_KEYS names a"),
+        ({"GATEWAY_API_KEYS_FILE": "/nonexistent/keys"}, "GATEWAY_API_KEYS_FILE cannot be read"),
+        ({"GATEWAY_AUTH": "nope"}, "GATEWAY_AUTH must be keys or none"),
+        ({"GATEWAY_AUTH": "keys", "GATEWAY_API_KEYS": "x:y:z"}, "GATEWAY_API_KEYS entries"),
+        ({"GATEWAY_API_KEYS": "# only a comment"}, "GATEWAY_API_KEYS names no key: configure"),
+    ],
+)
+def test_a_key_problem_is_named_alone(given: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(CREDENTIAL | given)
+    assert len(caught.value.problems) == 1, caught.value.problems
+    assert caught.value.problems[0].startswith(problem)
+    assert "is not set" not in str(caught.value)
+
+
+def test_no_key_source_at_all_is_not_set() -> None:
+    for auth in ({}, {"GATEWAY_AUTH": "keys"}):
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env(CREDENTIAL | auth)
+        assert caught.value.problems == [
+            "GATEWAY_API_KEYS (or GATEWAY_API_KEYS_FILE) is not set: configure API keys,"
+            " or set GATEWAY_AUTH=none to run without them"
+        ]
+
+
+def test_a_malformed_key_source_beside_a_good_one_is_still_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(
+            CREDENTIAL
+            | {"GATEWAY_API_KEYS": f"a:{DIGEST}:read", "GATEWAY_API_KEYS_FILE": "/nonexistent"}
+        )
+    assert caught.value.problems == ["GATEWAY_API_KEYS_FILE cannot be read (FileNotFoundError)"]

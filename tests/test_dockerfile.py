@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import json
 import re
 from pathlib import Path
 
+from gateway.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def final_stage() -> list[tuple[str, str]]:
-    """(instruction, arguments) of the last stage, continuation lines joined."""
+def stages() -> list[list[tuple[str, str]]]:
+    """(instruction, arguments) of each stage, continuation lines joined."""
     text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
     lines = [
         line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
@@ -21,7 +25,17 @@ def final_stage() -> list[tuple[str, str]]:
         if instruction.upper() == "FROM":
             stages.append([])
         stages[-1].append((instruction.upper(), args.strip()))
-    return stages[-1]
+    return stages
+
+
+def final_stage() -> list[tuple[str, str]]:
+    return stages()[-1]
+
+
+def comments() -> str:
+    return "\n".join(
+        line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("#")
+    )
 
 
 def instruction(name: str) -> list[str]:
@@ -54,3 +68,41 @@ def test_health_check_calls_healthz() -> None:
     assert len(checks) == 1
     assert "CMD" in checks[0]
     assert "/healthz" in checks[0]
+
+
+def test_stops_on_sigterm() -> None:
+    assert instruction("STOPSIGNAL") == ["SIGTERM"]
+
+
+def test_documents_a_stop_timeout_longer_than_the_shutdown_grace() -> None:
+    """`docker stop` waits 10 s by default, no longer than the drain: the note asks for more."""
+    grace = {f.name: f.default for f in dataclasses.fields(Settings)}["shutdown_grace"]
+    assert isinstance(grace, float)
+    timeouts = [int(n) for n in re.findall(r"--stop-timeout (\d+)", comments())]
+    periods = [int(n) for n in re.findall(r"stop_grace_period: (\d+)s", comments())]
+    assert timeouts
+    assert periods
+    assert all(n > grace for n in timeouts + periods)
+
+
+def test_documents_the_public_url_for_callbacks() -> None:
+    assert "GATEWAY_PUBLIC_URL" in comments()
+
+
+def test_installs_the_locked_dependencies_with_hashes_then_the_project_alone() -> None:
+    runs = [args for inst, args in stages()[0] if inst == "RUN" and "pip install" in args]
+    assert len(runs) == 2
+    assert "--require-hashes -r requirements.lock" in runs[0]
+    assert "--no-deps" in runs[1]
+    assert runs[1].endswith(" .")
+    copies = [args for inst, args in stages()[0] if inst == "COPY"]
+    assert copies[0].split()[0] == "requirements.lock"
+
+
+def test_dockerignore_keeps_the_lock_in_the_context() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert [p for p in patterns if fnmatch.fnmatch("requirements.lock", p)] == []

@@ -1,4 +1,4 @@
-"""The README's degradation table, row by row, with a real redis-server paused or stopped.
+"""docs/caching-and-fleet.md's degradation table, row by row, with a real Redis paused or stopped.
 
 A paused server (SIGSTOP) is how a stuck Redis looks: connections stay open and nothing is
 answered. A stopped one refuses connections. Each row is shown both ways.

@@ -10,6 +10,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gateway import fixtures
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics
-from gateway.observability import DescriptorWatch, JsonFormatter, RequestIds, open_descriptors
+from gateway.observability import (
+    UVICORN_LOGGERS,
+    AccessLog,
+    DescriptorWatch,
+    JsonFormatter,
+    RequestIds,
+    configure_logging,
+    open_descriptors,
+    writing_as,
+)
 from gateway.request_context import request_id
 from tests.conftest import Simulator, eventually, gateway_client, graphql, make_settings
 from tests.redis_server import own_redis
@@ -320,3 +331,109 @@ def test_a_metrics_directory_that_is_not_one_is_a_configuration_error(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR is set but is not a directory"):
         Metrics()
+
+
+# --- which part wrote a line; GATEWAY_LOG_LEVEL applied ------------------------------------------
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """The root logger's handlers and level, and uvicorn's levels, as they were before."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in UVICORN_LOGGERS}
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, was in levels.items():
+            logging.getLogger(name).setLevel(was)
+
+
+def test_lines_written_as_a_part_name_it_and_others_do_not(
+    restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "started", (), None)
+    with writing_as("simulator"):
+        assert json.loads(JsonFormatter().format(record))["component"] == "simulator"
+    assert "component" not in json.loads(JsonFormatter().format(record))
+    configure_logging("INFO", "text")
+    with writing_as("gateway"):
+        logging.getLogger("uvicorn.error").info("started")
+    logging.getLogger("uvicorn.error").info("alone")
+    first, second = capsys.readouterr().err.splitlines()
+    assert first.startswith("gateway   | ")
+    assert first.endswith(" INFO uvicorn.error [-] started")
+    assert not second.startswith(("gateway", "simulator"))
+
+
+async def test_access_lines_written_as_a_part_name_it(restored_logging: None) -> None:
+    logging.getLogger().setLevel(logging.INFO)  # access lines are INFO
+    for fmt in ("text", "json"):
+        stream = StringIO()
+        access = AccessLog(fmt, stream)
+        with writing_as("gateway"):
+            access.write("POST", "/graphql", 200, 0.001, "rid-1")
+        access.write("GET", "/healthz", 200, 0.001, "rid-2")
+        access.flush()
+        labelled, plain = stream.getvalue().splitlines()
+        if fmt == "text":
+            assert labelled.startswith("gateway   | ")
+            assert not plain.startswith("gateway")
+        else:
+            assert json.loads(labelled)["component"] == "gateway"
+            assert "component" not in json.loads(plain)
+
+
+def test_the_workers_factory_logs_at_gateway_log_level(
+    restored_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway import cli
+
+    monkeypatch.setattr(cli, "tune_garbage_collector", lambda: None)  # not in the test process
+    monkeypatch.setenv("PLIVO_AUTH_ID", "MAODZKMDFJMJU3MTEYNG")
+    monkeypatch.setenv("PLIVO_AUTH_TOKEN", "tok")
+    monkeypatch.setenv("GATEWAY_AUTH", "none")
+    for level in (logging.DEBUG, logging.WARNING):
+        monkeypatch.setenv("GATEWAY_LOG_LEVEL", logging.getLevelName(level).lower())
+        cli.worker_app()
+        for name in ("", "gateway", "gateway.plivo.client", *UVICORN_LOGGERS):
+            assert logging.getLogger(name).getEffectiveLevel() == level, name
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("level", ["DEBUG", "WARNING"])
+def test_serve_logs_at_gateway_log_level(level: str, simulator: Simulator, tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "gw.log"
+    env = {
+        "PLIVO_AUTH_ID": "MAODZKMDFJMJU3MTEYNG",
+        "PLIVO_AUTH_TOKEN": "sim-token-for-tests",
+        "PLIVO_API_URL": simulator.url,
+        "GATEWAY_AUTH": "none",
+        "GATEWAY_LOG_FORMAT": "json",
+        "GATEWAY_LOG_LEVEL": level,
+    }
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in log.read_text().split("\n")[:-1]]
+
+    def client_debug_line() -> bool:
+        return any(
+            line["level"] == "DEBUG" and line["logger"] == "gateway.plivo.client"
+            for line in lines()
+        )
+
+    with process("serve", "--port", str(port), env=env, log=log):
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
+        body = {"query": QUERY, "variables": {"uuid": UUID}}
+        answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json=body, timeout=10)
+        assert answer.json().get("errors") is None
+        if level == "DEBUG":  # the session was read from Plivo: the client says so, at DEBUG
+            deadline = time.monotonic() + 10
+            while not client_debug_line():
+                assert time.monotonic() < deadline, "no DEBUG line from the Plivo client"
+                time.sleep(0.05)
+    if level == "WARNING":
+        assert {line["level"] for line in lines()} == {"WARNING"}, lines()
+        assert any("GATEWAY_AUTH=none" in line["message"] for line in lines())

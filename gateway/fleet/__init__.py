@@ -3,7 +3,7 @@ the change feed.
 
 Each kind has a memory implementation (one process) and a Redis one (a fleet). Callers name
 what they need; only this package knows Redis exists. What each kind does while Redis does not
-answer is in the README's degradation table.
+answer is in the degradation table (docs/caching-and-fleet.md).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Every call is bounded by a timeout. A call that fails or times out raises `Unreachable`, and for
 `PROBE_INTERVAL` afterwards calls fail at once without waiting on Redis (an outage is logged once,
-its end once). Each kind of state catches `Unreachable` and does what its row of the README's
-degradation table says. Writes that must reach Redis eventually (an idempotent start's record, a
-generation bump) are queued with `later` and replayed in order once Redis answers again.
+its end once). Each kind of state catches `Unreachable` and does what its row of the degradation
+table (docs/caching-and-fleet.md) says. Writes that must reach Redis eventually (an idempotent
+start's record, a generation bump) are queued with `later` and replayed in order once Redis
+answers again.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ class RedisLink:
         if not self.degraded:
             logger.warning(
                 "fleet state: Redis at %s unavailable (%s%s); each kind of state falls back "
-                "as the README's degradation table says",
+                "as the degradation table in docs/caching-and-fleet.md says",
                 self.name,
                 type(exc).__name__,
                 f": {exc}" if isinstance(exc, ResponseError) else "",

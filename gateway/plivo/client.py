@@ -1,5 +1,7 @@
-"""PlivoClient: builds every Plivo URL, sends it through one pooled httpx client, maps errors.
+"""PlivoClient: builds every Plivo URL, sends it through one pooled transport, maps errors.
 
+The transport (`plivo.transport.UpstreamHTTP`) is aiohttp by default, httpx when
+PLIVO_HTTP_CLIENT=httpx or when a test hands in an `httpx.MockTransport`.
 Only this module knows Plivo's HTTP: statuses become `UpstreamError`s, bodies become
 `plivo.models` objects. Neither a credential nor a raw body ever reaches a message.
 """
@@ -64,7 +66,7 @@ def create_http_client(
     max_connections: int = 100,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """The one pooled client an app talks to Plivo through; `transport` replaces the network."""
+    """The pooled httpx client behind `HttpxUpstream`; `transport` replaces the network."""
     return httpx.AsyncClient(
         base_url=base_url,
         transport=transport,

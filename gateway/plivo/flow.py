@@ -161,6 +161,8 @@ def plivo_recipient(text: str) -> str:
 def failed_validation(error_text: str) -> ValidationResult | None:
     """The outcome a 4xx body's `error` names, or None when it names none of them."""
     text = error_text.lower()
+    if "already verified" in text:  # the simulator's answer; Plivo's is undocumented
+        return ValidationResult.ALREADY_VERIFIED
     if "expire" in text:
         return ValidationResult.EXPIRED
     if any(word in text for word in ("attempts", "exceed", "too many", "maximum")):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import secrets
 import time
 import uuid
 
@@ -21,12 +20,15 @@ from gateway.simulator.state import (
 from gateway.simulator.verify import (
     EXPIRED,
     MAX_TRIES,
+    NOT_OPEN,
     TOO_MANY,
+    VERIFIED_ALREADY,
     WRONG_CODE,
     Flow,
     create_problem,
     list_page,
     new_attempt,
+    new_code,
     new_session,
     now_text,
 )
@@ -72,9 +74,7 @@ async def create_session(request: Request) -> Response:
     if open_uuid is None:
         open_uuid = state.add_session(account, new_session(account, params, channel))
         length = int(str(params.get("code_length") or 6))
-        code = str(
-            params.get("otp") or "".join(secrets.choice("0123456789") for _ in range(length))
-        )
+        code = str(params.get("otp") or new_code(length))
         expires = time.monotonic() + state.settings.code_expiry
         url = params.get("url")
         state.flows[open_uuid] = Flow(
@@ -113,7 +113,10 @@ async def list_sessions(request: Request) -> Response:
 
 
 async def validate_session(request: Request) -> Response:
-    """POST .../Verify/Session/{uuid}/ with {"otp"}: at most 10 tries, before the expiry."""
+    """POST .../Verify/Session/{uuid}/ with {"otp"}: at most 10 tries, before the expiry.
+
+    The order of the refusals, and why, is in gateway/simulator/verify.py's docstring.
+    """
     state, account, refused = _account(request)
     if refused is not None:
         return refused
@@ -127,11 +130,14 @@ async def validate_session(request: Request) -> Response:
     body = state.session_of(account, key)  # another account's session: as if unknown
     if body is None:
         return plivo_error(404, "not found")
-    flow = state.flows.get(key)
-    if flow is None or body["status"] == "verified":
-        return plivo_error(400, "session already validated or not open for validation")
-    if body["status"] == "expired":
+    status = str(body["status"]).lower()  # Plivo's docs example says "Expired"
+    if status == "expired":
         return plivo_error(400, EXPIRED)
+    if status == "verified":
+        return plivo_error(400, VERIFIED_ALREADY)
+    flow = state.flows.get(key)
+    if flow is None:  # a seeded in-progress session: no code of it was sent here
+        return plivo_error(400, NOT_OPEN)
     if flow.tries >= MAX_TRIES:
         return plivo_error(400, TOO_MANY)
     flow.tries += 1

@@ -1,10 +1,18 @@
-"""The simulator's sessions: every fixture, plus generated sessions in every status."""
+"""The simulator's sessions: every fixture, generated sessions in every status, and recent ones.
+
+The fixtures (the docs example among them, exactly as Plivo's reference prints it) and the
+generated sessions date from 2023 and 2024, outside the 24 hours Plivo lists by default. So
+three more are dated from the simulator's start, for a list to show out of the box: one
+verified three hours before it, one expired two hours before it, and one in progress, its code
+sent at the start (it expires as a started session does).
+"""
 
 from __future__ import annotations
 
 import json
 import random
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from gateway import fixtures
@@ -25,6 +33,99 @@ def seed_sessions(rng_seed: int = 2023) -> dict[str, dict[str, object]]:
             body = generated_session(rng, status=status, channel=("sms", "voice")[index % 2])
             sessions[str(body["session_uuid"])] = body
     return sessions
+
+
+RECENT_VERIFIED = "3f1d2c8e-5a47-4b6e-9c1a-0d2e4f6a8b01"
+RECENT_EXPIRED = "7a9b1c3d-2e4f-4a6b-8c0d-1e2f3a4b5c02"
+RECENT_IN_PROGRESS = "c4e6a8b0-9d1f-4e3a-b5c7-d9e1f3a5b703"
+_APP_UUID = "ec66515e-86f6-4507-8620-31c039538d7a"  # the docs example's app
+
+
+def recent_sessions(start: datetime) -> dict[str, dict[str, object]]:
+    """The three sessions dated from `start` (an aware time), by uuid, as a GET returns them."""
+    verified, expired = start - timedelta(hours=3), start - timedelta(hours=2)
+    return {
+        RECENT_VERIFIED: _recent(
+            RECENT_VERIFIED,
+            "verified",
+            "919812300001",
+            [("sms", "delivered", verified + timedelta(seconds=1), "0.00500")],
+            validation="0.0500",
+            updated=verified + timedelta(seconds=40),
+        ),
+        RECENT_EXPIRED: _recent(
+            RECENT_EXPIRED,
+            "expired",
+            "919812300002",
+            [
+                ("sms", "failed", expired + timedelta(seconds=1), "0.00000"),
+                ("voice", "answer", expired + timedelta(seconds=31), "0.01000"),
+            ],
+            validation="0.0000",
+            updated=expired + timedelta(minutes=10),  # the code's expiry
+        ),
+        RECENT_IN_PROGRESS: _recent(
+            RECENT_IN_PROGRESS,
+            "in-progress",
+            "919812300003",
+            [("sms", "delivered", start, "0.00500")],
+            validation="0.0000",
+            updated=start,
+        ),
+    }
+
+
+def _recent(
+    session_uuid: str,
+    status: str,
+    recipient: str,
+    attempts: list[tuple[str, str, datetime, str]],
+    *,
+    validation: str,
+    updated: datetime,
+) -> dict[str, object]:
+    """A session as the simulator's own flow leaves it: its charges add up as a start's do."""
+    details, charges = [], []
+    for index, (channel, attempt_status, moment, charge) in enumerate(attempts):
+        attempt_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{session_uuid}/attempt/{index}"))
+        details.append(
+            {
+                "channel": channel,
+                "attempt_uuid": attempt_uuid,
+                "status": attempt_status,
+                "time": _stamp(moment),
+            }
+        )
+        charges.append({"attempt_uuid": attempt_uuid, "channel": channel, "charge": charge})
+    total = Decimal(validation) + sum((Decimal(c["charge"]) for c in charges), Decimal(0))
+    created = attempts[0][2] - timedelta(milliseconds=12)
+    return {
+        "api_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{session_uuid}/api_id")),
+        "session_uuid": session_uuid,
+        "app_uuid": _APP_UUID,
+        "alias": "default_verify_app",
+        "recipient": recipient,
+        "channel": attempts[-1][0],  # the last channel used
+        "status": status,
+        "count": len(details),
+        "locale": "en",
+        "requestor_ip": "203.0.113.7",
+        "destination_country_iso2": "IN",
+        "destination_network": "Jio",
+        "attempt_details": details,
+        "charges": {
+            "total_charge": f"{total:.5f}",
+            "validation_charge": validation,
+            "attempt_charges": charges,
+        },
+        "created_at": _stamp(created),
+        "updated_at": _stamp(updated),
+    }
+
+
+def _stamp(moment: datetime) -> str:
+    """Plivo's time format, as `now_text` gives it: RFC 3339 with microseconds, UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def with_api_id(body: dict[str, object], rng: random.Random) -> dict[str, object]:

@@ -12,17 +12,25 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.simulator.faults import Fault, FaultPlan
-from gateway.simulator.seed import BenchTemplate, LiveBenchTemplate, seed_sessions
+from gateway.simulator.seed import (
+    RECENT_IN_PROGRESS,
+    BenchTemplate,
+    LiveBenchTemplate,
+    recent_sessions,
+    seed_sessions,
+)
 from gateway.simulator.verify import (
     Flow,
     ListLimiter,
     is_loopback,
+    new_code,
     now_text,
     send_callback,
     spawn,
@@ -53,7 +61,7 @@ class SimulatorState:
 
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
-        self.sessions = seed_sessions()
+        self.sessions = {**seed_sessions(), **recent_sessions(datetime.now(UTC))}
         # Whose each session is: the account that started it; the seeded ones, the main one's.
         # Another account asking about it gets what Plivo answers for a uuid it does not know.
         self.owners = dict.fromkeys(self.sessions, settings.auth_id)
@@ -74,7 +82,12 @@ class SimulatorState:
         self.peak_in_flight = 0
         self.by_status: Counter[int] = Counter()
         self.by_session: Counter[str] = Counter()
-        self.flows: dict[str, Flow] = {}
+        # The recent in-progress session's code was sent at the start: it verifies, and expires.
+        self.flows: dict[str, Flow] = {
+            RECENT_IN_PROGRESS: Flow(
+                settings.auth_id, new_code(), time.monotonic() + settings.code_expiry, None, "POST"
+            )
+        }
         self.lists_served = 0
         self.creates = 0
         self.lists = ListLimiter(settings.list_per_minute)

@@ -5,8 +5,16 @@ attempt to the recipient's open session, as Plivo does within the code's expiry)
 checks the code, at most 10 times, before the expiry; the list filters, pages by offset (at
 most 20) and allows 20 requests a minute per account (429 beyond). Callbacks go to the `url`
 given at the start, signed V2 and V3 with the account's token, and only to loopback addresses.
-Plivo's failure bodies for a validation are not documented; the simulator answers 400 with
-the `error` texts below. A code can be read back only when the simulator exposes codes (demo).
+A code can be read back only when the simulator exposes codes (demo).
+
+Plivo's failure bodies for a validation are not documented (UNCONFIRMED in the reference); the
+simulator answers 400, Plivo's documented status for a request it refuses, with the `error`
+texts below, checked in this order: an expired session is EXPIRED whatever its origin (seeded
+or started, with a code known here or not); a verified one validated again is
+VERIFIED_ALREADY, a choice of ours that names none of the other outcomes' words (`expire`,
+`attempts`, `otp`, `code`...), so a reader of those words does not take it for one of them;
+neither spends a try. Then a session whose code was never sent here (a seeded in-progress
+one) is NOT_OPEN, ten tries spent are TOO_MANY, and a code that does not match is WRONG_CODE.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ WRONG_CODE, EXPIRED, TOO_MANY = (
     "session expired",
     "maximum validation attempts exceeded",
 )
+VERIFIED_ALREADY = "session already verified"
+NOT_OPEN = "session not open for validation"
 
 
 @dataclass
@@ -53,6 +63,11 @@ class Flow:
 def now_text() -> str:
     """Plivo's time format: RFC 3339 with microseconds, UTC."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_code(length: int = 6) -> str:
+    """A random code of `length` digits."""
+    return "".join(secrets.choice("0123456789") for _ in range(length))
 
 
 def new_attempt(body: dict[str, Any], channel: str) -> dict[str, object]:

@@ -16,17 +16,14 @@ logger = logging.getLogger(__name__)
 
 ASSET_PATH = "/graphiql/assets"
 DEFAULT_ASSET_DIR = Path(__file__).parent.parent / "static" / "node_modules"
+# The README's example (the block after `<!-- example-query -->`), as it is written there: the
+# page opens with what the README shows, and a test keeps the two the same.
 EXAMPLE_QUERY = """\
 query Session($uuid: ID!) {
   session(uuid: $uuid) {
-    sessionUuid
-    status
-    channel
-    recipient
-    attempts { attemptUuid channel status time charge }
+    sessionUuid status channel recipient
+    attempts { channel status time charge }
     charges { totalCharge validationCharge }
-    createdAt
-    updatedAt
   }
 }
 """

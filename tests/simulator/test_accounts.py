@@ -49,9 +49,18 @@ def as_unknown(response: httpx.Response, unknown: httpx.Response) -> None:
 
 
 def listed(url: str, account: Account) -> set[str]:
-    answer = call(url, account, "GET", params={"session_time__gte": "2000-01-01 00:00"})
-    assert answer.status_code == 200, answer.text
-    return {item["session_uuid"] for item in answer.json()["sessions"]}
+    """Every session the account lists, page after page."""
+    found: set[str] = set()
+    offset = 0
+    while True:
+        params = {"session_time__gte": "2000-01-01 00:00", "offset": offset}
+        answer = call(url, account, "GET", params=params)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        found |= {item["session_uuid"] for item in page["sessions"]}
+        if page["meta"]["next"] is None:
+            return found
+        offset += page["meta"]["limit"]
 
 
 def test_a_seeded_session_is_the_main_accounts_only(url: str) -> None:
