@@ -440,29 +440,28 @@ def serve_command(args: argparse.Namespace) -> int:
     raise_descriptor_limit()
     if settings.auth == "none":
         logger.warning("GATEWAY_AUTH=none: every caller is served without an API key")
-    logger.info(
-        "serving on http://%s:%d/graphql (%s), Plivo at %s",
-        host,
-        port,
-        settings.env,
-        settings.plivo_api_url,
-    )
-    run: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "access_log": False,
-        "log_config": None,
-        "log_level": settings.log_level.lower(),
-        "proxy_headers": False,
-        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace),
-        "ws_max_size": settings.max_body_bytes,  # larger websocket messages: closed, 1009
-    }
+    where = f"http://{host}:{port}/graphql ({settings.env}), Plivo at {settings.plivo_api_url}"
+    logger.info("serving on %s", where)
+    run = _uvicorn_options(settings, host, port)
     if workers > 1:
         with workers_metrics_directory():
             uvicorn.run("gateway.cli:worker_app", factory=True, workers=workers, **run)
     else:
         uvicorn.run(serving_app(settings), **run)
     return 0
+
+
+def _uvicorn_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
+    return {
+        "host": host,
+        "port": port,
+        "access_log": False,
+        "log_config": None,
+        "log_level": settings.log_level.lower(),  # uvicorn sets its loggers' levels too
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace),
+        "ws_max_size": settings.max_body_bytes,  # larger websocket messages: closed, 1009
+    }
 
 
 def serving_app(settings: Settings) -> ASGIApp:

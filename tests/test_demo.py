@@ -8,6 +8,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -145,3 +146,50 @@ def test_demo_at_warning_hides_info_lines(tmp_path: Path) -> None:
         run_gateway_curl(running)
         lines = running.stop()
     assert [line for line in lines if " INFO " in line] == []
+
+
+ONE_PART_CANNOT_START = """
+import asyncio
+from contextlib import asynccontextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.cli import _QuietSignalsServer, _serve_all, listen
+from gateway.observability import configure_logging
+
+
+@asynccontextmanager
+async def refusing(app):
+    raise RuntimeError("this part cannot start")
+    yield
+
+
+configure_logging("INFO", "text")
+sockets = listen([("127.0.0.1", 0, "--port"), ("127.0.0.1", 0, "--simulator-port")])
+parts = [
+    ("gateway", Starlette(lifespan=refusing), sockets[0]),
+    ("simulator", Starlette(), sockets[1]),
+]
+servers = [
+    (part, _QuietSignalsServer(uvicorn.Config(app, log_config=None)), sock)
+    for part, app, sock in parts
+]
+print("all started:", asyncio.run(_serve_all(servers)))
+"""
+
+
+def test_a_part_that_cannot_start_stops_the_other_without_a_stray_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ONE_PART_CANNOT_START],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, "all started: False\n"), result.stderr
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("gateway   | ") and "startup failed" in line for line in lines)
+    assert any(line.startswith("simulator | ") and "Finished server" in line for line in lines)
+    assert "Task was destroyed" not in result.stderr
+    assert "SystemExit" not in result.stderr
