@@ -31,7 +31,7 @@ from starlette.types import ASGIApp
 
 from gateway import __version__
 from gateway.app import build_fleet, create_app
-from gateway.config import LOG_LEVELS, Settings
+from gateway.config import LOG_LEVELS, Settings, port_number, positive_int
 from gateway.errors import ConfigError
 from gateway.fixtures import DOCS_EXAMPLE_UUID
 from gateway.fleet import is_redis_url
@@ -317,18 +317,6 @@ def _host(raw: str) -> str:
     return raw.strip()
 
 
-def _port(raw: str) -> int:
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise ValueError("must be a port number from 1 to 65535")
-    return int(raw)
-
-
-def _workers(raw: str) -> int:
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError("must be a whole number of at least 1")
-    return int(raw)
-
-
 def _float(raw: str) -> float:
     try:
         return float(raw)
@@ -426,8 +414,8 @@ def serve_command(args: argparse.Namespace) -> int:
     """`serve`: options and settings checked, the port tried, then uvicorn."""
     options = _Options(args)
     given_host = options.read("--host", _host)
-    given_port = options.read("--port", _port)
-    workers = options.read("--workers", _workers)
+    given_port = options.read("--port", port_number)
+    workers = options.read("--workers", positive_int)
     settings = options.settings(os.environ)
     options.raise_any()
     assert settings is not None
@@ -498,7 +486,7 @@ def simulate_command(args: argparse.Namespace) -> int:
     """`simulate`: the Plivo simulator, accepting PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN."""
     options = _Options(args)
     host = options.read("--host", _host)
-    port = options.read("--port", _port)
+    port = options.read("--port", port_number)
     settings = _simulator_settings(args, options)
     level, log_format = _log_options(os.environ, options)
     options.raise_any()
@@ -556,8 +544,8 @@ def demo_command(args: argparse.Namespace) -> int:
     """`demo`: a generated credential, the simulator and the gateway in one process."""
     options = _Options(args)
     host = options.read("--host", _host)
-    port = options.read("--port", _port)
-    sim_port = options.read("--simulator-port", _port)
+    port = options.read("--port", port_number)
+    sim_port = options.read("--simulator-port", port_number)
     if port is not None and port == sim_port:
         options.problems.append("--port and --simulator-port must differ")
     auth_id = "MA" + "".join(

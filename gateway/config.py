@@ -112,7 +112,7 @@ class Settings:
         settings: dict[str, Any] = {
             "plivo_api_url": reader.optional("PLIVO_API_URL", _http_url),
             "host": reader.optional("GATEWAY_HOST", _non_empty),
-            "port": reader.optional("GATEWAY_PORT", _port),
+            "port": reader.optional("GATEWAY_PORT", port_number),
             "env": reader.optional("GATEWAY_ENV", _environment),
             "connect_timeout": reader.optional("PLIVO_CONNECT_TIMEOUT", _seconds),
             "read_timeout": reader.optional("PLIVO_READ_TIMEOUT", _seconds),
@@ -120,7 +120,7 @@ class Settings:
             "graphiql_assets": reader.optional("GATEWAY_GRAPHIQL_ASSETS", _non_empty),
             "cache_url": reader.optional("GATEWAY_CACHE_URL", _cache_url),
             "cache_prefix": reader.optional("GATEWAY_CACHE_PREFIX", _key_prefix),
-            "cache_max_entries": reader.optional("GATEWAY_CACHE_MAX_ENTRIES", _positive_int),
+            "cache_max_entries": reader.optional("GATEWAY_CACHE_MAX_ENTRIES", positive_int),
             "cache_timeout": reader.optional("GATEWAY_CACHE_TIMEOUT", _seconds),
             "ttl_terminal": reader.optional("GATEWAY_CACHE_TTL_TERMINAL", _duration),
             "ttl_in_progress": reader.optional("GATEWAY_CACHE_TTL_IN_PROGRESS", _duration),
@@ -169,26 +169,26 @@ def _read_hardening(reader: _Reader) -> dict[str, Any]:
     return {
         "auth": auth,
         "api_keys": tuple(all_keys),
-        "max_depth": reader.optional("GATEWAY_MAX_DEPTH", _positive_int),
-        "max_aliases": reader.optional("GATEWAY_MAX_ALIASES", _positive_int),
-        "max_tokens": reader.optional("GATEWAY_MAX_TOKENS", _positive_int),
-        "max_body_bytes": reader.optional("GATEWAY_MAX_BODY_BYTES", _positive_int),
-        "max_batch": reader.optional("GATEWAY_MAX_BATCH", _positive_int),
-        "max_cost": reader.optional("GATEWAY_MAX_COST", _positive_int),
+        "max_depth": reader.optional("GATEWAY_MAX_DEPTH", positive_int),
+        "max_aliases": reader.optional("GATEWAY_MAX_ALIASES", positive_int),
+        "max_tokens": reader.optional("GATEWAY_MAX_TOKENS", positive_int),
+        "max_body_bytes": reader.optional("GATEWAY_MAX_BODY_BYTES", positive_int),
+        "max_batch": reader.optional("GATEWAY_MAX_BATCH", positive_int),
+        "max_cost": reader.optional("GATEWAY_MAX_COST", positive_int),
         "cors_origins": reader.optional("GATEWAY_CORS_ORIGINS", _origins),
         "upstream_deadline": reader.optional("PLIVO_DEADLINE", _seconds),
-        "retry_attempts": reader.optional("PLIVO_RETRY_ATTEMPTS", _positive_int),
-        "breaker_threshold": reader.optional("PLIVO_BREAKER_THRESHOLD", _positive_int),
+        "retry_attempts": reader.optional("PLIVO_RETRY_ATTEMPTS", positive_int),
+        "breaker_threshold": reader.optional("PLIVO_BREAKER_THRESHOLD", positive_int),
         "breaker_cooldown": reader.optional("PLIVO_BREAKER_COOLDOWN", _seconds),
-        "max_upstream_concurrency": reader.optional("PLIVO_MAX_CONCURRENCY", _positive_int),
+        "max_upstream_concurrency": reader.optional("PLIVO_MAX_CONCURRENCY", positive_int),
         "credential_share": reader.optional("PLIVO_CREDENTIAL_SHARE", _fraction),
-        "max_response_bytes": reader.optional("PLIVO_MAX_RESPONSE_BYTES", _positive_int),
+        "max_response_bytes": reader.optional("PLIVO_MAX_RESPONSE_BYTES", positive_int),
         "body_timeout": reader.optional("GATEWAY_BODY_TIMEOUT", _seconds),
         "auth_timeout": reader.optional("GATEWAY_AUTH_TIMEOUT", _seconds),
         "max_connections_per_client": reader.optional("GATEWAY_MAX_CONNECTIONS_PER_CLIENT", _count),
-        "budget_requests": reader.optional("PLIVO_BUDGET_REQUESTS", _positive_int),
+        "budget_requests": reader.optional("PLIVO_BUDGET_REQUESTS", positive_int),
         "budget_window": reader.optional("PLIVO_BUDGET_WINDOW", _seconds),
-        "refresh_per_minute": reader.optional("GATEWAY_REFRESH_PER_MINUTE", _positive_int),
+        "refresh_per_minute": reader.optional("GATEWAY_REFRESH_PER_MINUTE", positive_int),
         "shutdown_grace": reader.optional("GATEWAY_SHUTDOWN_GRACE", _seconds),
         "log_format": reader.optional("GATEWAY_LOG_FORMAT", _log_format),
         "upstream_client": reader.optional("PLIVO_HTTP_CLIENT", _upstream_client),
@@ -360,7 +360,8 @@ def _http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
-def _port(raw: str) -> int:
+def port_number(raw: str) -> int:
+    """A TCP port, 1 to 65535 (the environment's and the command line's)."""
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ValueError("must be a port number from 1 to 65535")
     return int(raw)
@@ -405,7 +406,8 @@ def _key_prefix(raw: str) -> str:
     return raw
 
 
-def _positive_int(raw: str) -> int:
+def positive_int(raw: str) -> int:
+    """A whole number of at least 1."""
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError("must be a whole number of at least 1")
     return int(raw)
