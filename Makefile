@@ -22,7 +22,7 @@ help:
 	@echo "make demo    install the runtime, then run the gateway in front of the built-in Plivo simulator"
 	@echo "             (DEMO_PORT=8000 DEMO_SIMULATOR_PORT=8001 choose its ports)"
 	@echo "make test    install the dev tools, then ruff, mypy --strict, import-linter, hadolint, pytest"
-	@echo "make schema  regenerate schema.graphql from the code"
+	@echo "make schema  regenerate schema.graphql and schema.federation.graphql from the code"
 	@echo "make lock    regenerate $(LOCK) and $(DEV_LOCK) from pyproject.toml"
 	@echo "             (LOCK_ARGS=--upgrade, or --upgrade-package NAME, moves pins forward)"
 	@echo "make bench       S1 hot, S2 cold, S3 herd (needs wrk); rewrites BENCHMARKS.md's section"
@@ -111,6 +111,7 @@ pytest: $(DEV_INSTALLED)
 
 schema: $(RUNTIME_INSTALLED)
 	$(BIN)/plivo-gateway export-schema --output schema.graphql
+	$(BIN)/plivo-gateway export-schema --federation --output schema.federation.graphql
 
 bench: install-dev
 	$(BIN)/python -m bench.run --write BENCHMARKS.md

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from graphql import GraphQLSchema
 from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -32,9 +33,11 @@ from gateway.operations import (
     Caller,
     Documents,
     Executor,
+    PersistedDocuments,
     Pipeline,
     QueryLimits,
     ResponseCache,
+    load_manifest,
 )
 from gateway.plivo.client import DEFAULT_HEADERS, Credential, create_http_client
 from gateway.plivo.resilience import RetryPolicy
@@ -130,6 +133,51 @@ def flow_policy(settings: Settings) -> FlowPolicy:
         key_prefix=settings.cache_prefix,
         lease=settings.upstream_deadline + 1.0,
         recipient_key=recipient_key(settings.recipient_secret, settings.plivo_auth_token),
+    )
+
+
+def persisted_documents(
+    settings: Settings, documents: Documents, admission: Admission
+) -> PersistedDocuments:
+    """The trusted documents (GATEWAY_TRUSTED_DOCUMENTS, each checked now: ConfigError names the
+    first that fails) and APQ's registrations, as configured."""
+    path = settings.trusted_documents
+    return PersistedDocuments(
+        None if path is None else load_manifest(path, documents, admission),
+        only_trusted=settings.only_trusted_documents,
+        registration=settings.apq_registration,
+    )
+
+
+def check_trusted_documents(settings: Settings) -> None:
+    """Load the manifest as the app would, for a parent process whose workers build the app."""
+    if settings.trusted_documents is not None:
+        production = settings.is_production
+        options = SchemaOptions(introspection=not production, federation=settings.federation)
+        schema = build_schema(options)._schema
+        limits = query_limits(settings)
+        admission = Admission(schema, limits)
+        persisted_documents(settings, build_documents(settings, schema, limits), admission)
+
+
+def query_limits(settings: Settings) -> QueryLimits:
+    """The most one request may hold and cost."""
+    return QueryLimits(
+        settings.max_depth,
+        settings.max_aliases,
+        settings.max_tokens,
+        settings.max_cost,
+        settings.max_batch,
+    )
+
+
+def build_documents(settings: Settings, schema: GraphQLSchema, limits: QueryLimits) -> Documents:
+    """The document cache, validating as the environment wants (no introspection in production)."""
+    return Documents(
+        schema,
+        max_tokens=limits.max_tokens,
+        max_depth=limits.max_depth,
+        introspection=not settings.is_production,
     )
 
 
@@ -249,7 +297,9 @@ def create_app(
         }
 
     production = settings.is_production
-    schema = build_schema(SchemaOptions(introspection=not production))
+    schema = build_schema(
+        SchemaOptions(introspection=not production, federation=settings.federation)
+    )
     routes = probe_routes(readiness, metrics.exposition)
     graphiql_html = None
     if not production:
@@ -266,21 +316,13 @@ def create_app(
     responses = ResponseCache(
         0 if settings.cache_url == "none" else settings.response_cache_entries
     )
-    limits = QueryLimits(
-        settings.max_depth,
-        settings.max_aliases,
-        settings.max_tokens,
-        settings.max_cost,
-        settings.max_batch,
-    )
+    limits = query_limits(settings)
+    documents = build_documents(settings, schema._schema, limits)
+    admission = Admission(schema._schema, limits)
     pipeline = Pipeline(
-        documents=Documents(
-            schema._schema,
-            max_tokens=limits.max_tokens,
-            max_depth=limits.max_depth,
-            introspection=not production,
-        ),
-        admission=Admission(schema._schema, limits),
+        documents=documents,
+        admission=admission,
+        persisted=persisted_documents(settings, documents, admission),  # ConfigError if bad
         executor=Executor(schema, context),
         responses=responses,
         refetches=KeyedRate(
@@ -295,6 +337,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         observer=metrics,
         graphiql_html=graphiql_html,
+        changing_max_age=settings.ttl_in_progress,  # HTTP caches hear of no change
     )
     routes.append(Route("/graphql", graphql_http, methods=["GET", "POST"]))
     sockets = Subscriptions(
@@ -333,10 +376,11 @@ def create_app(
                     "content-type",
                     "cache-control",
                     "idempotency-key",
+                    "if-none-match",  # a fetch() that revalidates by hand
                     "x-request-id",
                     *PASS_THROUGH_HEADERS,
                 ],
-                expose_headers=["x-request-id"],
+                expose_headers=["etag", "x-request-id"],  # ETag is not CORS-safelisted
             )
         )
     starlette_app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

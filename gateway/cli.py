@@ -30,14 +30,14 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from gateway import __version__
-from gateway.app import build_fleet, create_app
+from gateway.app import build_fleet, check_trusted_documents, create_app
 from gateway.config import LOG_LEVELS, Settings, port_number, positive_int
 from gateway.errors import ConfigError
 from gateway.fixtures import DOCS_EXAMPLE_UUID
 from gateway.fleet import is_redis_url
 from gateway.metrics import workers_metrics_directory
 from gateway.observability import configure_logging, raise_descriptor_limit, writing_as
-from gateway.schema import build_schema
+from gateway.schema import exported_sdl
 from gateway.simulator import SimulatorSettings, create_simulator
 from gateway.simulator.faults import Fault
 
@@ -106,11 +106,19 @@ def _parser() -> argparse.ArgumentParser:
         commands,
         "export-schema",
         "print the schema's SDL",
-        "Print the GraphQL schema (SDL) built with default settings: schema.graphql is this.",
+        "Print the GraphQL schema (SDL) built with default settings: schema.graphql is this."
+        " With --federation, the Apollo Federation 2 subgraph's SDL, as _service { sdl } gives it"
+        " with GATEWAY_FEDERATION=true: schema.federation.graphql is this.",
         export_schema_command,
     )
     export.add_argument(
         "--output", metavar="FILE", help="write to FILE instead of stdout (default: stdout)"
+    )
+    export.add_argument(
+        "--federation",
+        action="store_true",
+        help="the subgraph's SDL, with @link and @key, for a supergraph's composition"
+        " (default: the plain schema)",
     )
     return parser
 
@@ -425,17 +433,21 @@ def serve_command(args: argparse.Namespace) -> int:
         sock.close()  # only a test: uvicorn binds it again, in each of its ways
     configure_logging(settings.log_level, settings.log_format)
     check_fleet(settings, workers)
+    # Built before anything is logged: a bad manifest (GATEWAY_TRUSTED_DOCUMENTS) is one line.
+    app = serving_app(settings) if workers == 1 else None
+    if app is None:  # each worker builds its own: the manifest is checked here, not in each
+        check_trusted_documents(settings)
     raise_descriptor_limit()
     if settings.auth == "none":
         logger.warning("GATEWAY_AUTH=none: every caller is served without an API key")
     where = f"http://{host}:{port}/graphql ({settings.env}), Plivo at {settings.plivo_api_url}"
     logger.info("serving on %s", where)
     run = _uvicorn_options(settings, host, port)
-    if workers > 1:
+    if app is None:
         with workers_metrics_directory():
             uvicorn.run("gateway.cli:worker_app", factory=True, workers=workers, **run)
     else:
-        uvicorn.run(serving_app(settings), **run)
+        uvicorn.run(app, **run)
     return 0
 
 
@@ -663,8 +675,8 @@ def demo_banner(host: str, port: int, simulator_url: str, auth_id: str, token: s
 
 
 def export_schema_command(args: argparse.Namespace) -> int:
-    """`export-schema`: the SDL of the schema built with default settings."""
-    sdl = str(build_schema()) + "\n"
+    """`export-schema`: the SDL of the schema built with default settings, or the subgraph's."""
+    sdl = exported_sdl(federation=args.federation)
     if args.output is None:
         sys.stdout.write(sdl)
         return 0

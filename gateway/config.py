@@ -48,6 +48,7 @@ class Settings:
     read_timeout: float = 10.0
     log_level: str = "INFO"
     graphiql_assets: str | None = None
+    federation: bool = False  # an Apollo Federation 2 subgraph (docs/federation.md)
     cache_url: str | None = field(default=None, repr=False)
     cache_prefix: str = "pvg"
     cache_max_entries: int = 10_000
@@ -97,6 +98,9 @@ class Settings:
     body_timeout: float = 10.0
     auth_timeout: float = 5.0
     max_connections_per_client: int = 256
+    trusted_documents: Path | None = None
+    only_trusted_documents: bool = False
+    apq_registration: bool = True  # from_env: off in production unless set
 
     @property
     def is_production(self) -> bool:
@@ -118,6 +122,7 @@ class Settings:
             "read_timeout": reader.optional("PLIVO_READ_TIMEOUT", _seconds),
             "log_level": reader.optional("GATEWAY_LOG_LEVEL", _log_level),
             "graphiql_assets": reader.optional("GATEWAY_GRAPHIQL_ASSETS", _non_empty),
+            "federation": reader.optional("GATEWAY_FEDERATION", _flag),
             "cache_url": reader.optional("GATEWAY_CACHE_URL", _cache_url),
             "cache_prefix": reader.optional("GATEWAY_CACHE_PREFIX", _key_prefix),
             "cache_max_entries": reader.optional("GATEWAY_CACHE_MAX_ENTRIES", positive_int),
@@ -194,6 +199,7 @@ def _read_hardening(reader: _Reader) -> dict[str, Any]:
         "upstream_client": reader.optional("PLIVO_HTTP_CLIENT", _upstream_client),
         "response_cache_entries": reader.optional("GATEWAY_RESPONSE_CACHE_ENTRIES", _count),
         **_read_flow(reader),
+        **_read_documents(reader),
     }
 
 
@@ -202,6 +208,40 @@ def _no_keys(environ: Mapping[str, str]) -> str:
     if not given:
         return "GATEWAY_API_KEYS (or GATEWAY_API_KEYS_FILE) is not set"
     return f"{' and '.join(given)} {'name' if len(given) > 1 else 'names'} no key"
+
+
+def _read_documents(reader: _Reader) -> dict[str, Any]:
+    """The trusted documents' manifest (read when the app is built, against its schema), and APQ:
+    registration defaults to off in production."""
+    manifest = reader.optional("GATEWAY_TRUSTED_DOCUMENTS", _manifest)
+    only_trusted = reader.optional("GATEWAY_ONLY_TRUSTED_DOCUMENTS", _flag)
+    registration = reader.optional("GATEWAY_APQ_REGISTRATION", _flag)
+    if only_trusted and not reader.environ.get("GATEWAY_TRUSTED_DOCUMENTS", "").strip():
+        reader.problems.append(
+            "GATEWAY_ONLY_TRUSTED_DOCUMENTS=true needs GATEWAY_TRUSTED_DOCUMENTS (the manifest"
+            " of the documents served)"
+        )
+    if registration is None:
+        registration = reader.environ.get("GATEWAY_ENV", "").strip() != "production"
+    return {
+        "trusted_documents": manifest,
+        "only_trusted_documents": only_trusted,
+        "apq_registration": registration,
+    }
+
+
+def _manifest(raw: str) -> Path:
+    if not Path(raw).is_file():
+        raise ValueError(f"{raw} is not a file (a JSON manifest of trusted documents)")
+    return Path(raw)
+
+
+def _flag(raw: str) -> bool:
+    if raw.lower() in ("true", "1", "yes", "on"):
+        return True
+    if raw.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
 
 
 def _read_flow(reader: _Reader) -> dict[str, Any]:

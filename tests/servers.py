@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -62,10 +63,20 @@ def serve_in_thread(app: ASGIApp, *, lifespan: bool = False) -> Iterator[str]:
         sock.close()
 
 
-def wait_for_http(url: str, *, timeout: float = 20.0) -> None:
-    """Poll `url` until it answers 200, or fail after `timeout` seconds."""
+def wait_for_http(
+    url: str,
+    *,
+    timeout: float = 20.0,
+    child: subprocess.Popen[Any] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll `url` until it answers 200, or fail after `timeout` seconds; with `child`, fail as
+    soon as that process ends, showing its `log`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            output = log.read_text() if log is not None else ""
+            raise AssertionError(f"{url}: the process exited:\n{output}")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return

@@ -1,4 +1,5 @@
-"""The one operation pipeline: documents, admission, execution and the response cache."""
+"""The one operation pipeline: documents (trusted and persisted ones too), admission, execution
+and the response cache."""
 
 from gateway.operations.admission import Admission, QueryLimits
 from gateway.operations.documents import Documents, OperationRequest
@@ -10,7 +11,19 @@ from gateway.operations.pipeline import (
     Pipeline,
 )
 from gateway.operations.principals import Authenticator, Principal, key_digest, pass_through
-from gateway.operations.response_cache import ResponseCache, response_key
+from gateway.operations.response_cache import (
+    ResponseCache,
+    entity_tag,
+    response_key,
+    response_scope,
+    reusable_until,
+)
+from gateway.operations.trusted import (
+    PersistedDocuments,
+    PersistedQueryError,
+    load_manifest,
+    requested_id,
+)
 
 __all__ = [
     "EVERY_OPERATION",
@@ -23,11 +36,18 @@ __all__ = [
     "Documents",
     "Executor",
     "OperationRequest",
+    "PersistedDocuments",
+    "PersistedQueryError",
     "Pipeline",
     "Principal",
     "QueryLimits",
     "ResponseCache",
+    "entity_tag",
     "key_digest",
+    "load_manifest",
     "pass_through",
+    "requested_id",
     "response_key",
+    "response_scope",
+    "reusable_until",
 ]

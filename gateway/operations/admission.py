@@ -7,6 +7,10 @@
   item of a batch) or taken per websocket operation. A field's cost is declared on the schema
   (`metadata={"cost": 1}`: `session`, a `sessions` page, each mutation, the payloads' `session`,
   the subscription's first read), so the table follows the schema and is never copied by hand.
+  A field that calls Plivo once per item of a list argument (`metadata={"cost": 1, "each":
+  "representations"}`: a subgraph's `_entities`) costs that many: the items of a literal list,
+  or of the list a variable holds in this request (a variable's default when it is not given).
+  A field's nested selection is counted once, whatever the size of the list it returns.
 
 Introspection fields (`__schema`, `__type`) are not counted for depth: their nesting is
 bounded by the schema itself. Fragments are followed where they are spread, each measured once
@@ -17,9 +21,9 @@ no document, however built, makes this slow or deep. Cost counts every spread an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from graphql import (
     FieldNode,
@@ -28,9 +32,14 @@ from graphql import (
     GraphQLNamedType,
     GraphQLObjectType,
     GraphQLSchema,
+    GraphQLUnionType,
     InlineFragmentNode,
+    ListValueNode,
+    NullValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    ValueNode,
+    VariableNode,
     get_named_type,
 )
 
@@ -57,6 +66,7 @@ class Admission:
     def __init__(self, schema: GraphQLSchema, limits: QueryLimits) -> None:
         self.schema, self.limits = schema, limits
         self.costs = field_costs(schema)
+        self.each = field_each(schema)
 
     def batch(self, size: int) -> None:
         """A batch of `size` operations may be read."""
@@ -75,16 +85,21 @@ class Admission:
         if refusal is not None:
             raise _again(refusal)
 
-    def cost(self, document: Document, operation: OperationDefinitionNode) -> int:
-        """The Plivo requests `operation` may cause (the document is valid)."""
+    def cost(
+        self,
+        document: Document,
+        operation: OperationDefinitionNode,
+        variables: Mapping[str, Any] | None = None,
+    ) -> int:
+        """The Plivo requests `operation` may cause with `variables` (the document is valid)."""
         key = (Admission, id(operation))
-        cost: int | None = document.memo.get(key)
+        cost: Cost | None = document.memo.get(key)
         if cost is None:
             root = self.schema.get_root_type(operation.operation)
             cost = document.memo[key] = _Cost(self, document).selection(
                 operation.selection_set, root
             )
-        return cost
+        return cost.given(operation, variables or {})
 
     def total(self, cost: int) -> None:
         """What one request (a batch, or a websocket operation) may cost in all."""
@@ -104,16 +119,73 @@ class Admission:
 
 def field_costs(schema: GraphQLSchema) -> dict[tuple[str, str], int]:
     """(type, field) -> cost, from each Strawberry field's `metadata["cost"]`."""
-    costs: dict[tuple[str, str], int] = {}
+    return {key: int(metadata["cost"]) for key, metadata in _metadata(schema)}
+
+
+def field_each(schema: GraphQLSchema) -> dict[tuple[str, str], str]:
+    """(type, field) -> the list argument each item of which costs, from `metadata["each"]`."""
+    return {key: str(metadata["each"]) for key, metadata in _metadata(schema) if "each" in metadata}
+
+
+def _metadata(schema: GraphQLSchema) -> Iterator[tuple[tuple[str, str], Mapping[str, Any]]]:
+    """Each field with a cost, and its Strawberry metadata."""
     for type_ in schema.type_map.values():
         if not isinstance(type_, GraphQLObjectType) or type_.name.startswith("__"):
             continue
         for name, field in type_.fields.items():
             definition = (field.extensions or {}).get("strawberry-definition")
-            cost = getattr(definition, "metadata", None) or {}
-            if cost.get("cost"):
-                costs[type_.name, name] = int(cost["cost"])
-    return costs
+            metadata = getattr(definition, "metadata", None) or {}
+            if metadata.get("cost"):
+                yield (type_.name, name), metadata
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What an operation may cost: `fixed`, plus, per list variable, the cost of each item."""
+
+    fixed: int = 0
+    per_item: tuple[tuple[str, int], ...] = ()  # (variable name, cost of each item of its list)
+
+    def __add__(self, other: Cost) -> Cost:
+        if not other.per_item:
+            return Cost(self.fixed + other.fixed, self.per_item)
+        per_item = dict(self.per_item)
+        for name, cost in other.per_item:
+            per_item[name] = per_item.get(name, 0) + cost
+        return Cost(self.fixed + other.fixed, tuple(per_item.items()))
+
+    def given(self, operation: OperationDefinitionNode, variables: Mapping[str, Any]) -> int:
+        """The cost with these variables' values (a default's when one is not given)."""
+        total = self.fixed
+        for name, cost in self.per_item:
+            if name in variables:
+                total += cost * _items(variables[name])
+            else:
+                total += cost * _literal_items(_default(operation, name))
+        return total
+
+
+NOTHING = Cost()
+
+
+def _items(value: object) -> int:
+    """How many items a list input holds (a single value is coerced to a list of one)."""
+    if value is None:
+        return 0
+    return len(value) if isinstance(value, list) else 1
+
+
+def _literal_items(value: ValueNode | None) -> int:
+    if value is None or isinstance(value, NullValueNode):
+        return 0
+    return len(value.values) if isinstance(value, ListValueNode) else 1
+
+
+def _default(operation: OperationDefinitionNode, name: str) -> ValueNode | None:
+    for definition in operation.variable_definitions or ():
+        if definition.variable.name.value == name:
+            return definition.default_value
+    return None
 
 
 def _again(refusal: LimitExceeded) -> LimitExceeded:
@@ -125,22 +197,23 @@ class _Cost:
     """The cost of a selection set on a type: its fields' costs, nested ones included."""
 
     def __init__(self, admission: Admission, document: Document) -> None:
-        self.schema, self.costs = admission.schema, admission.costs
+        self.schema, self.costs, self.each = admission.schema, admission.costs, admission.each
         self.fragments = document.fragments
-        self.memo: dict[str, int] = {}
+        self.memo: dict[str, Cost] = {}
         self.visiting: set[str] = set()
 
     def selection(
         self, selection_set: SelectionSetNode | None, type_: GraphQLNamedType | None
-    ) -> int:
-        if selection_set is None or not isinstance(type_, GraphQLObjectType):
-            return 0
-        cost = 0
+    ) -> Cost:
+        if selection_set is None or not isinstance(type_, GraphQLObjectType | GraphQLUnionType):
+            return NOTHING
+        fields = type_.fields if isinstance(type_, GraphQLObjectType) else {}  # a union has none
+        cost = NOTHING
         for node in selection_set.selections:
             if isinstance(node, FieldNode):
-                field = type_.fields.get(node.name.value)
+                field = fields.get(node.name.value)
                 if field is not None:
-                    cost += self.costs.get((type_.name, node.name.value), 0)
+                    cost += self.field(type_.name, node)
                     cost += self.selection(node.selection_set, get_named_type(field.type))
             elif isinstance(node, InlineFragmentNode):
                 condition = node.type_condition
@@ -150,10 +223,23 @@ class _Cost:
                 cost += self.fragment(node.name.value)
         return cost
 
-    def fragment(self, name: str) -> int:
-        return _memoised(self.memo, self.visiting, self.fragments.get(name), self._fragment, 0)
+    def field(self, type_name: str, node: FieldNode) -> Cost:
+        """The field's own cost: fixed, or per item of its list argument."""
+        cost = self.costs.get((type_name, node.name.value), 0)
+        argument = self.each.get((type_name, node.name.value))
+        if not cost or argument is None:
+            return Cost(cost) if cost else NOTHING
+        value = next((a.value for a in node.arguments or () if a.name.value == argument), None)
+        if isinstance(value, VariableNode):
+            return Cost(0, ((value.name.value, cost),))
+        return Cost(cost * _literal_items(value))
 
-    def _fragment(self, definition: FragmentDefinitionNode) -> int:
+    def fragment(self, name: str) -> Cost:
+        return _memoised(
+            self.memo, self.visiting, self.fragments.get(name), self._fragment, NOTHING
+        )
+
+    def _fragment(self, definition: FragmentDefinitionNode) -> Cost:
         inner = self.schema.get_type(definition.type_condition.name.value)
         return self.selection(definition.selection_set, inner)
 

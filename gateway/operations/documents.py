@@ -36,11 +36,17 @@ MAX_DOCUMENT_CHARACTERS = 256 * 1024
 
 @dataclass(frozen=True)
 class OperationRequest:
-    """One GraphQL operation as a transport read it: a document, its variables, a name."""
+    """One GraphQL operation as a transport read it: a document, its variables, a name.
 
-    query: str
+    `document_id` (`sha256:` and 64 lowercase hex digits) is the document a client named by its
+    hash (`documentId`, or APQ's `extensions.persistedQuery`); `query` is then None or a text
+    whose sha256 the transport checked to be that id.
+    """
+
+    query: str | None
     variables: dict[str, Any] | None = None
     operation_name: str | None = None
+    document_id: str | None = None
 
 
 class Document:
@@ -102,7 +108,7 @@ class Documents:
         if document is not None:
             self._documents.move_to_end(text)
             return document
-        document = self._parse(text)
+        document = self.parse(text)
         if len(text) <= self.max_characters:
             self._documents[text] = document
             self._characters += len(text)
@@ -120,7 +126,8 @@ class Documents:
             document.errors = validate_document(self.schema, document.node, self.rules)
         return document.errors
 
-    def _parse(self, text: str) -> Document:
+    def parse(self, text: str) -> Document:
+        """A new Document for `text` (within the token limit), not kept."""
         try:
             node = parse(text, max_tokens=self.max_tokens)
         except GraphQLSyntaxError as exc:

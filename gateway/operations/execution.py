@@ -48,7 +48,9 @@ class Prepared:
 
     @property
     def label(self) -> str:
-        """What metrics call this operation."""
+        """What metrics call this operation: the document id it was sent by, else its name."""
+        if self.request.document_id is not None:
+            return self.request.document_id
         name = self.operation.name
         return self.request.operation_name or (name.value if name else "anonymous")
 
@@ -92,7 +94,7 @@ class Executor:
                 body["extensions"] = {"cache": dict(context.cache_report)}
             return Result(body, False, context, prepared.label)
         result = await self.schema.execute(
-            request.query,
+            prepared.document.text,  # not reparsed: the Context carries its tree
             variable_values=request.variables,
             context_value=context,
             operation_name=_name(prepared.operation),
@@ -104,7 +106,7 @@ class Executor:
         context = self.context_for(prepared, caller)
         request = prepared.request
         source = await self.schema.stream(
-            request.query,
+            prepared.document.text,  # not reparsed: the Context carries its tree
             variable_values=request.variables,
             context_value=context,
             operation_name=_name(prepared.operation),

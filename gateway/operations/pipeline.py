@@ -5,10 +5,12 @@ into bytes; everything between is here, the same for an HTTP GET, a POST, each i
 and each websocket `subscribe`:
 
 1. the response cache, for an HTTP request it can answer whole;
-2. admission: the batch size, the refetch allowance of `Cache-Control: no-cache`, each
+2. admission: the batch size, the refetch allowance of `Cache-Control: no-cache`, the document
+   (a trusted one by its id, or a registered APQ text, or the text sent; `trusted`), each
    document's tokens, depth and aliases, validation, the choice of operation (several and no
    `operationName` is an error), the operation types the transport may carry, and the cost
-   summed over the whole request;
+   summed over the whole request. A trusted document was parsed, admitted and validated once,
+   at start-up: only the choice of operation, its type and the request's total cost remain;
 3. execution, each operation with a Context of its own;
 4. the result: in production no message suggests a name of the schema ("Did you mean ...?").
 
@@ -30,9 +32,10 @@ from strawberry.types.execution import PreExecutionError
 
 from gateway.errors import GatewayError, OperationNotAllowed, OperationNotSelected, Throttled
 from gateway.operations.admission import Admission
-from gateway.operations.documents import Documents, OperationRequest
+from gateway.operations.documents import Document, Documents, OperationRequest
 from gateway.operations.execution import Caller, Executor, Prepared, Result
-from gateway.operations.response_cache import CachedResponse, ResponseCache
+from gateway.operations.response_cache import CachedResponse, ResponseCache, reusable_until
+from gateway.operations.trusted import PersistedDocuments
 from gateway.schema.context import Context
 from gateway.schema.errors import gateway_error_extensions, to_contract, without_suggestions
 
@@ -74,8 +77,10 @@ class Pipeline:
         refetches: RefetchLimiter,
         observer: PipelineObserver,
         suggestions: bool = True,
+        persisted: PersistedDocuments | None = None,
     ) -> None:
         self.documents, self.admission, self.executor = documents, admission, executor
+        self.persisted = persisted if persisted is not None else PersistedDocuments()
         self.responses, self.refetches, self.observer = responses, refetches, observer
         self.suggestions = suggestions
 
@@ -141,10 +146,24 @@ class Pipeline:
     def _prepare(
         self, request: OperationRequest, allowed: Collection[OperationType]
     ) -> Prepared | Result:
-        document = self.documents.get(request.query)
+        found = self.persisted.find(request)
+        if isinstance(found, GraphQLError):
+            return Result(_error_body(found), request_error=True)
+        if isinstance(found, Document):  # trusted: parsed, admitted and validated at start-up
+            return self._operation(request, found, allowed)
+        document = self.documents.get(found)
         self.admission.document(document)
         if document.node is None:
             return self._failed([document.failure], validation=False)
+        prepared = self._operation(request, document, allowed)
+        document_id = request.document_id if request.query is not None else None
+        if document_id is not None and isinstance(prepared, Prepared):  # APQ's hash and text
+            self.persisted.register(document_id, document.text)  # kept, if registration is on
+        return prepared
+
+    def _operation(
+        self, request: OperationRequest, document: Document, allowed: Collection[OperationType]
+    ) -> Prepared | Result:
         try:
             operation = document.operation(request.operation_name)
         except OperationNotSelected as exc:
@@ -154,7 +173,8 @@ class Pipeline:
         errors = self.documents.validate(document)
         if errors:
             return self._failed(errors, validation=True)
-        return Prepared(request, document, operation, self.admission.cost(document, operation))
+        cost = self.admission.cost(document, operation, request.variables)
+        return Prepared(request, document, operation, cost)
 
     def _failed(self, errors: Sequence[Any], *, validation: bool) -> Result:
         contract = [to_contract(error, validation_failed=validation) for error in errors]
@@ -187,16 +207,21 @@ class Pipeline:
             data = orjson.dumps(body["data"])
         except TypeError:  # what orjson cannot encode is not kept; the transport escapes it
             return
-        self.responses.put(key, body["data"], context.freshness, result.label, encoded=data)
+        self.responses.put(
+            key,
+            body["data"],
+            context.freshness,
+            result.label,
+            encoded=data,
+            changing=context.changing,
+        )
         rest = {k: v for k, v in body.items() if k != "data"}
         result.encoded = b'{"data":' + data + (b"," + orjson.dumps(rest)[1:] if rest else b"}")
 
 
 def _is_cacheable(body: dict[str, Any], context: Context) -> bool:
-    """No errors, no mutation, and every session in it was a fresh copy."""
-    if context.mutated:
-        return False
-    return "errors" not in body and len(context.freshness) == len(context.cache_report) > 0
+    """No errors, no mutation, nothing untracked, and every session in it a fresh copy."""
+    return (reusable_until(body, context) or 0.0) > 0.0
 
 
 def _error_body(error: GraphQLError) -> dict[str, Any]:

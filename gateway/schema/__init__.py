@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import strawberry
@@ -15,6 +15,7 @@ from strawberry.types.execution import PreExecutionError
 
 from gateway.schema.cache_report import CacheReport
 from gateway.schema.errors import ErrorContract, to_contract
+from gateway.schema.federation import FEDERATION_SCALARS, FederatedQuery, subgraph_sdl
 from gateway.schema.flow import Mutation, Query, Subscription
 from gateway.schema.prepared import PreparedDocument
 from gateway.schema.scalars import SCALAR_MAP
@@ -22,13 +23,22 @@ from gateway.schema.scalars import SCALAR_MAP
 
 @dataclass(frozen=True)
 class SchemaOptions:
-    """What the schema is built with; production turns introspection and suggestions off."""
+    """What the schema is built with; production turns introspection and suggestions off.
+
+    `federation` makes it an Apollo Federation 2 subgraph (gateway.schema.federation).
+    """
 
     introspection: bool = True
+    federation: bool = False
 
 
 class GatewaySchema(strawberry.Schema):
-    """A Strawberry schema whose errors are logged by `ErrorContract`, not once more here."""
+    """A Strawberry schema whose errors are logged by `ErrorContract`, not once more here.
+
+    `subgraph_sdl` is what a supergraph composes (`_service { sdl }`), when it is a subgraph.
+    """
+
+    subgraph_sdl: str | None = None
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -57,18 +67,31 @@ async def _contracted(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-def build_schema(options: SchemaOptions | None = None) -> strawberry.Schema:
+def build_schema(options: SchemaOptions | None = None) -> GatewaySchema:
     """The gateway's schema, assembled from `options`."""
     options = options or SchemaOptions()
     extensions: list[type[SchemaExtension]] = [PreparedDocument, ErrorContract, CacheReport]
     if not options.introspection:
         extensions.append(DisableIntrospection)
-    return GatewaySchema(
-        query=Query,
+    schema = GatewaySchema(
+        query=FederatedQuery if options.federation else Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(
-            disable_field_suggestions=not options.introspection, scalar_map=SCALAR_MAP
+            disable_field_suggestions=not options.introspection,
+            scalar_map={**SCALAR_MAP, **FEDERATION_SCALARS} if options.federation else SCALAR_MAP,
         ),
     )
+    if options.federation:  # the plain schema's SDL, printed as schema.graphql is, plus @key
+        schema.subgraph_sdl = subgraph_sdl(str(build_schema(replace(options, federation=False))))
+    return schema
+
+
+def exported_sdl(*, federation: bool = False) -> str:
+    """What `export-schema` prints: schema.graphql, or the subgraph's schema.federation.graphql."""
+    if not federation:
+        return str(build_schema()) + "\n"
+    sdl = build_schema(SchemaOptions(federation=True)).subgraph_sdl
+    assert sdl is not None  # a federated schema always has it
+    return sdl + "\n"

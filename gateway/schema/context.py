@@ -64,6 +64,12 @@ SessionWatch = Callable[[str], AsyncIterator[Session | None]]
 PLIVO_REQUEST: Mapping[str, int] = MappingProxyType({"cost": 1})
 
 
+def plivo_request_each(argument: str) -> Mapping[str, object]:
+    """A field that may send one request to Plivo for each item of its list `argument`:
+    admission counts the items, given literally or in a variable (GATEWAY_MAX_COST)."""
+    return MappingProxyType({"cost": 1, "each": argument})
+
+
 @dataclass
 class Context:
     """Per-request context: the reader, a DataLoader over it, and what the cache did.
@@ -82,6 +88,8 @@ class Context:
     watch: SessionWatch | None = None
     idempotency_key: str | None = None
     mutated: bool = False  # a mutation ran: the response is never cached
+    untracked: bool = False  # the flow was used: read what `freshness` does not track
+    changing: bool = False  # a session read is not terminal: it may change while fresh
     # The operation's document, parsed and validated by the pipeline: Strawberry does neither again.
     document: DocumentNode | None = None
     _loader: DataLoader[str, Session | None] | None = field(default=None, init=False, repr=False)
@@ -114,6 +122,8 @@ class Context:
         if lookup.source != "stale":
             now = time.time()
             self.freshness[uuid] = (now - lookup.age, now + lookup.fresh_for)
+        if lookup.session is not None and not lookup.session.status.is_terminal:
+            self.changing = True
         return lookup.session
 
 
@@ -127,7 +137,12 @@ def require(context: Context, scope: str) -> None:
 
 
 def flow_of(context: Context) -> VerificationFlow:
-    """The flow, which every app context carries (a schema test without one is a bug)."""
+    """The flow, which every app context carries (a schema test without one is a bug).
+
+    What it reads (a page of the list) or does has no freshness the context tracks: the
+    answer is marked `untracked`, so that no cache reuses it without asking again.
+    """
     if context.flow is None:
         raise RuntimeError("this context has no verification flow")
+    context.untracked = True
     return context.flow

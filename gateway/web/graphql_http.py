@@ -14,9 +14,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 import orjson
@@ -37,14 +37,28 @@ from gateway.operations import (
     Authenticator,
     Caller,
     OperationRequest,
+    PersistedQueryError,
     Pipeline,
     Principal,
     pass_through,
-    response_key,
+    requested_id,
+    response_scope,
 )
 from gateway.plivo.credentials import Credential
 from gateway.schema.errors import gateway_error_extensions
 from gateway.web.bodies import read_body
+from gateway.web.http_caching import (
+    NO_STORE,
+    PAGE,
+    Fields,
+    Reusable,
+    executed,
+    matches,
+    validated,
+)
+
+if TYPE_CHECKING:
+    from gateway.operations.response_cache import CachedResponse
 
 logger = logging.getLogger(__name__)
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -71,21 +85,26 @@ class RequestError(Exception):
 
 @dataclass(slots=True)
 class Reply:
-    """A whole HTTP response, sent as two raw ASGI messages."""
+    """A whole HTTP response, sent as two raw ASGI messages; `no-store` unless it says more.
+
+    A 304 has no content, and so no Content-Type or Content-Length (RFC 9110 15.4.5).
+    """
 
     status: int
     body: bytes
     media_type: str = JSON
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: Fields = NO_STORE  # raw header fields, names lowercased
 
     def start(self, request_id: str | None = None) -> Message:
         """The `http.response.start` message; `request_id` adds X-Request-ID."""
-        raw = [
-            (b"content-type", self.media_type.encode()),
-            (b"content-length", str(len(self.body)).encode()),
-        ]
-        if self.headers:
-            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers]
+        if self.status == 304:
+            raw = list(self.headers)
+        else:
+            raw = [
+                (b"content-type", self.media_type.encode()),
+                (b"content-length", str(len(self.body)).encode()),
+                *self.headers,
+            ]
         if request_id is not None:
             raw.append((b"x-request-id", request_id.encode()))
         return {"type": "http.response.start", "status": self.status, "headers": raw}
@@ -115,10 +134,17 @@ class GraphQLHTTP:
         max_body_bytes: int,
         observer: RequestObserver,
         graphiql_html: str | None,
+        clock: Callable[[], float] = time.time,
+        changing_max_age: float = math.inf,
     ) -> None:
         self.pipeline, self.authenticator = pipeline, authenticator
         self.max_body_bytes, self.observer = max_body_bytes, observer
         self.graphiql_html = graphiql_html
+        self.clock = clock  # wall-clock seconds: copies' ages and what freshness is left
+        # The most a browser or CDN may keep an answer with a session that may still change:
+        # the gateway forgets its copy when told of a change (a mutation, a callback); they
+        # are never told. (It may keep one longer: under load, or with callbacks on.)
+        self.changing_max_age = changing_max_age
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await (await self.reply(scope, receive)).send(send)
@@ -132,7 +158,7 @@ class GraphQLHTTP:
             method = scope["method"]
             if self._wants_graphiql(method, scope, headers):
                 assert self.graphiql_html is not None
-                return Reply(200, self.graphiql_html.encode(), "text/html; charset=utf-8")
+                return Reply(200, self.graphiql_html.encode(), "text/html; charset=utf-8", PAGE)
             media_type = negotiate(headers.get("accept"))
             principal, credential = self._caller(headers)
             raw = (
@@ -141,12 +167,15 @@ class GraphQLHTTP:
                 else await self._body(headers, receive)
             )
             refresh = is_no_cache(headers.get("cache-control", ""))
-            key = None if refresh else response_key(method, media_type, principal, credential, raw)
+            key_scope = response_scope(method, media_type, principal, credential)
+            key = None if refresh else key_scope + raw
             cached = self.pipeline.cached(key)
             if cached is not None:
                 operation = cached.label
                 self.observer.response_cached()
-                return Reply(200, cached.body(time.time()), media_type)
+                if method != "GET":
+                    return Reply(200, cached.body(self.clock()), media_type)
+                return self._kept(cached, media_type, headers, credential)
             payload = _payload(method, raw)
             items = payload if isinstance(payload, list) else [payload]
             requests = [_operation(item, method) for item in items]
@@ -160,6 +189,9 @@ class GraphQLHTTP:
                 return json_response([r.body for r in answer.results], 200, media_type)
             result = answer.results[0]
             status = 400 if result.request_error and media_type == GRAPHQL_RESPONSE else 200
+            reusable = executed(result, key_scope) if method == "GET" and status == 200 else None
+            if reusable is not None:
+                return self._reusable(reusable, media_type, headers, credential)
             if result.encoded is not None:
                 return Reply(status, result.encoded, media_type)
             return json_response(result.body, status, media_type)
@@ -173,11 +205,42 @@ class GraphQLHTTP:
         finally:
             self.observer.request(operation, outcome, time.perf_counter() - started)
 
+    def _kept(
+        self,
+        cached: CachedResponse,
+        media_type: str,
+        headers: Mapping[str, str],
+        credential: Credential | None,
+    ) -> Reply:
+        """A GET's response-cache hit, with its ETag (made when kept), or a 304 of it."""
+        now = self.clock()
+        private = self.authenticator.required or credential is not None  # a key or credential
+        most = self.changing_max_age if cached.changing else math.inf
+        fields = validated(cached.etag, cached.fresh_until, now, private=private, most=most)
+        if matches(headers.get("if-none-match"), cached.etag):
+            return Reply(304, b"", media_type, fields)
+        return Reply(200, cached.body(now), media_type, fields)
+
+    def _reusable(
+        self,
+        reusable: Reusable,
+        media_type: str,
+        headers: Mapping[str, str],
+        credential: Credential | None,
+    ) -> Reply:
+        """An executed GET answer that caches may keep: with its ETag, or a 304 of it."""
+        private = self.authenticator.required or credential is not None
+        most = self.changing_max_age if reusable.changing else math.inf
+        fields = validated(reusable.etag, reusable.until, self.clock(), private=private, most=most)
+        if matches(headers.get("if-none-match"), reusable.etag):
+            return Reply(304, b"", media_type, fields)
+        return Reply(200, reusable.content, media_type, fields)
+
     def _wants_graphiql(self, method: str, scope: Scope, headers: Mapping[str, str]) -> bool:
         return (
             self.graphiql_html is not None
             and method == "GET"
-            and "query" not in _payload(method, scope.get("query_string", b""))
+            and not _PARAMS & _payload(method, scope.get("query_string", b"")).keys()
             and "text/html" in headers.get("accept", "")
         )
 
@@ -201,6 +264,8 @@ class GraphQLHTTP:
         return body
 
 
+# What a GET names a document by: with none of them, a browser is given GraphiQL.
+_PARAMS = frozenset(("query", "documentId", "extensions"))
 # The request headers the transport reads; names arrive lowercased.
 _WANTED = {
     name.encode(): name
@@ -211,6 +276,7 @@ _WANTED = {
         "content-length",
         "content-type",
         "idempotency-key",
+        "if-none-match",
         "x-plivo-auth-id",
         "x-plivo-auth-token",
     )
@@ -266,24 +332,39 @@ def _operation(item: object, method: str) -> OperationRequest:
 
 
 def params_from(source: Mapping[str, Any], *, variables_encoded: bool) -> OperationRequest:
-    """Check the types of `query`, `variables` and `operationName`."""
+    """Check the types of `query`, `variables`, `operationName`, `extensions`, and the document
+    id (`documentId` or APQ's `extensions.persistedQuery`), which must hash `query` if both come.
+    """
     query = source.get("query")
-    if not isinstance(query, str) or not query.strip():
+    if query is not None and not isinstance(query, str):
         raise RequestError(400, "BAD_REQUEST", "query must be a non-empty string")
-    variables = source.get("variables")
-    if variables_encoded and isinstance(variables, str) and variables:
-        try:
-            variables = json.loads(variables)
-        except (ValueError, RecursionError) as exc:
-            raise RequestError(400, "BAD_REQUEST", "variables must be a JSON object") from exc
-    if variables in ("", None):
-        variables = None
-    elif not isinstance(variables, dict):
-        raise RequestError(400, "BAD_REQUEST", "variables must be a JSON object")
+    query = query if query and query.strip() else None
+    extensions = _json_object(source.get("extensions"), "extensions", encoded=variables_encoded)
+    try:
+        document_id = requested_id(source.get("documentId"), extensions, query)
+    except PersistedQueryError as exc:
+        raise RequestError(400, exc.code, str(exc)) from exc
+    if query is None and document_id is None:
+        raise RequestError(400, "BAD_REQUEST", "query must be a non-empty string")
+    variables = _json_object(source.get("variables"), "variables", encoded=variables_encoded)
     operation_name = source.get("operationName") or None
     if operation_name is not None and not isinstance(operation_name, str):
         raise RequestError(400, "BAD_REQUEST", "operationName must be a string")
-    return OperationRequest(query, variables, operation_name)
+    return OperationRequest(query, variables, operation_name, document_id)
+
+
+def _json_object(value: object, name: str, *, encoded: bool) -> dict[str, Any] | None:
+    """A JSON object, or None when absent or empty; `encoded`: a GET's JSON text of one."""
+    if encoded and isinstance(value, str) and value:
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise RequestError(400, "BAD_REQUEST", f"{name} must be a JSON object") from exc
+    if value in ("", None):
+        return None
+    if not isinstance(value, dict):
+        raise RequestError(400, "BAD_REQUEST", f"{name} must be a JSON object")
+    return value
 
 
 def negotiate(accept: str | None) -> str:
@@ -317,7 +398,8 @@ def error_reply(error: RequestError) -> Reply:
     extensions = {"code": error.code, **error.extensions}
     body = {"errors": [{"message": str(error), "extensions": extensions}]}
     reply = json_response(body, error.status)
-    reply.headers = tuple(error.headers.items())
+    fields = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+    reply.headers = (*NO_STORE, *fields)
     return reply
 
 

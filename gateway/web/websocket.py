@@ -3,9 +3,13 @@
 Strawberry keeps the protocol (connection_init, ping, subscribe, complete, its timeouts and
 the cap on operations in flight); every operation it receives goes to the pipeline, which
 admits it (tokens, depth, aliases, cost) and runs it with a Context of its own, exactly as an
-HTTP request's. A message larger than GATEWAY_MAX_BODY_BYTES closes the socket (1009) before
-it is read as JSON or GraphQL; a JSON message that is not an object with a string `type`
-closes it with 4400 (the protocol's code for a malformed message) before Strawberry sees it.
+HTTP request's. A `subscribe` payload may name its document by hash instead of (or as well as)
+its text: `documentId`, or APQ's `extensions.persistedQuery`; the whole payload reaches the
+pipeline, so GATEWAY_ONLY_TRUSTED_DOCUMENTS holds here as over HTTP.
+
+A message larger than GATEWAY_MAX_BODY_BYTES closes the socket (1009) before it is read as
+JSON or GraphQL; a JSON message that is not an object with a string `type` closes it with 4400
+(the protocol's code for a malformed message) before Strawberry sees it.
 
 A websocket authenticates once, in `connection_init`: `{"Authorization": "Bearer <key>"}` in
 its payload (browsers cannot set headers on a websocket) or the upgrade request's own
@@ -17,10 +21,10 @@ scopes and the configured Plivo credential.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from graphql import GraphQLError
@@ -30,6 +34,10 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UnsetType
 
@@ -51,6 +59,23 @@ class Connection:
     principal: Principal | None = None
 
 
+@dataclass(frozen=True)
+class Subscribe:
+    """A `subscribe` message's whole payload, passed where Strawberry passes the query text."""
+
+    payload: Mapping[str, object]
+
+
+class _TransportWS(BaseGraphQLTransportWSHandler[Connection, None]):
+    """Strawberry's graphql-transport-ws handler, handing the pipeline the whole payload
+    (Strawberry reads only `query`, `variables` and `operationName`)."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        payload = message["payload"]  # an object: MessageLimit closes the socket on anything else
+        wrapped = {**payload, "query": cast("str", Subscribe(payload))}
+        await super().handle_subscribe({**message, "payload": cast("Any", wrapped)})
+
+
 class PipelineStreams:
     """What Strawberry's protocol handler calls its schema: every operation to the pipeline."""
 
@@ -70,7 +95,11 @@ class PipelineStreams:
         principal = context_value.principal if context_value is not None else None
         if principal is None:  # Strawberry sends nothing before connection_ack
             raise RuntimeError("an operation before the connection was accepted")
-        source = {"query": query, "variables": variable_values, "operationName": operation_name}
+        source: Mapping[str, object] = (
+            query.payload
+            if isinstance(query, Subscribe)
+            else {"query": query, "variables": variable_values, "operationName": operation_name}
+        )
         try:
             request = params_from(source, variables_encoded=False)
         except RequestError as exc:
@@ -86,6 +115,8 @@ async def _refused(exc: RequestError) -> AsyncIterator[Any]:
 
 class Subscriptions(GraphQL[Connection, None]):
     """Strawberry's websocket transport, with our API keys and the pipeline behind it."""
+
+    graphql_transport_ws_handler_class = _TransportWS
 
     def __init__(
         self,
@@ -183,11 +214,22 @@ def _is_malformed(message: Message) -> bool:
         return payload is not None and not isinstance(payload, dict)
     return not (
         isinstance(payload, dict)
-        and isinstance(payload.get("query"), str)
+        and _names_a_document(payload)
         and isinstance(payload.get("variables"), dict | None)
         and isinstance(payload.get("operationName"), str | None)
         and isinstance(payload.get("extensions"), dict | None)
     )
+
+
+def _names_a_document(payload: dict[str, Any]) -> bool:
+    """A query text, or a document id instead (its form is checked with the operation's)."""
+    query, extensions = payload.get("query"), payload.get("extensions")
+    if isinstance(query, str):
+        return True
+    by_hash = payload.get("documentId") is not None or (
+        isinstance(extensions, dict) and extensions.get("persistedQuery") is not None
+    )
+    return query is None and by_hash
 
 
 def _is_over(message: Message, limit: int) -> bool:
