@@ -415,3 +415,63 @@ async def test_an_idle_instance_writes_what_it_owes_once_it_hears_redis_again() 
 
             await eventually(replayed, within=30)
             assert len(plivo.sent) == 1
+
+
+async def test_a_claim_not_answered_during_a_pause_makes_no_reader_wait_its_lease() -> None:
+    # The claim sent to a paused Redis times out here (the read is answered from this
+    # process), but Redis runs it when it goes on: the fetch lock is taken for a holder that
+    # left. The first read once Redis answers again must not wait for that lock's lease.
+    with own_redis() as server:
+        async with fleet_on(server) as fleet:
+            assert fleet.link is not None
+            link = fleet.link
+            sessions = service(FakePlivo(), fleet.entries, CachePolicy(fetch_lease=30.0))
+            session = new_uuid()
+            with outage(server, "paused"):
+                assert (await sessions.get(session)).source == "miss"  # fetched here
+            await eventually(link.ping)  # Redis ran the claim; this instance hears it again
+            async with asyncio.timeout(10):  # a third of the lease
+                again = await sessions.get(session)
+            assert again.session is not None
+
+
+async def test_a_lock_taken_by_a_claim_that_ran_after_the_release_does_not_hold_readers() -> None:
+    # A claim that runs even later than the release owed for it (its connection was slower
+    # than the new one): this instance knows the token, lets the lock go and fetches.
+    with own_redis() as server:
+        async with fleet_on(server) as fleet:
+            entries, link = fleet.entries, fleet.link
+            assert isinstance(entries, RedisEntries)
+            assert link is not None
+            session = new_uuid()
+            key = f"fleet:session:{session}"
+            with outage(server, "paused"):
+                lost = await entries.claim(
+                    key, session, "lost", 30.0, force=False, demand=Demand(None)
+                )
+                assert lost.state == "fetch"  # this process's own claim
+            await eventually(link.ping)  # the release owed is made
+            await link.call("HSET", f"fleet:lock:{key}", "t", "lost")  # the claim, late
+            await link.call("PEXPIRE", f"fleet:lock:{key}", 30_000)
+            other = await entries.claim(
+                key, session, "next", 30.0, force=False, demand=Demand(None)
+            )
+            assert other.state == "fetch"
+            assert await link.call("HGET", f"fleet:lock:{key}", "t") == b"next"
+
+
+async def test_a_start_refused_because_the_throttles_cannot_be_read_says_so() -> None:
+    # Refused, as the degradation table says, but for what it is: not the recipient's fault,
+    # and worth trying again shortly rather than in a tenth of the throttle's window.
+    with own_redis() as server:
+        async with fleet_on(server) as fleet, listening(fleet):
+            plivo = FakeFlow()
+            flow = flow_on(fleet, plivo, FlowPolicy(starts_per_recipient=(5, 600.0)))
+            await flow.start("app", StartParams(recipient="919999000013"), None)
+            with outage(server, "paused"), pytest.raises(Throttled) as refused:
+                await flow.start("app", StartParams(recipient="919999000014"), None)
+            message = str(refused.value)
+            assert "recipient" not in message
+            assert "throttle counters cannot be reached" in message
+            assert 0 < refused.value.retry_after <= 5
+            assert len(plivo.sent) == 1

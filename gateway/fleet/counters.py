@@ -15,13 +15,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from gateway.errors import Throttled
 from gateway.fleet.link import RedisLink, Unreachable
 
 logger = logging.getLogger(__name__)
 SLOTS = 10  # buckets per window: the limit may be refused up to a tenth of a window early
+RETRY_AFTER = 5.0  # seconds a strict take refused for want of Redis is told to wait
 Rate = tuple[int, float]  # (limit, window in seconds)
 Clock = Callable[[], float]
 
@@ -180,6 +181,9 @@ class RedisCounters:
       instances, or the limit over the instances for a key it never counted.
 
     Takes made meanwhile are written to Redis once it answers, before anything else is decided.
+    A strict take refused because the fleet's counts cannot be read (not because the limit was
+    reached) raises Throttled saying so, with a short `retry_after`: the key or the recipient
+    is not to blame, and the outage may end in seconds.
     """
 
     def __init__(self, link: RedisLink, max_keys: int = 100_000, clock: Clock = time.time) -> None:
@@ -257,7 +261,10 @@ class RedisCounters:
             self._mine.take_now(key, rate, limit=2**62)
 
     def take_alone(self, key: str, rate: Rate, *, strict: bool = True) -> float | None:
-        """The decision while Redis is unreachable (see the class docstring)."""
+        """The decision while Redis is unreachable (see the class docstring).
+
+        Raises Throttled when a strict take cannot be decided without Redis.
+        """
         if not self._fits_alone(key, rate, strict=strict):
             return round(rate[1] / SLOTS, 3)
         self._record_alone(key, rate)
@@ -269,13 +276,15 @@ class RedisCounters:
         alone = self._link.peers_known and self._link.peers == 1
         seen = self._seen.get(key)
         if strict and not alone:
-            fits = False  # what the other instances took since is unknown: refuse, not guess
-        elif seen is not None and now < seen[1] + window:
+            unknowable()  # what the other instances took since is unknown: refuse, not guess
+        if seen is not None and now < seen[1] + window:
             fleet_used, _, mine_then = seen
             peers = max(1, self._link.peers)
             fits = fleet_used + peers * (max(0, mine - mine_then) + 1) <= limit
         elif strict:  # alone, and it never counted this key: only if it saw the whole window
-            fits = now - self._started >= window and mine + 1 <= limit
+            if now - self._started < window:
+                unknowable()
+            fits = mine + 1 <= limit
         else:
             fits = mine + 1 <= limit // max(1, self._link.peers)
         return fits
@@ -294,6 +303,14 @@ class RedisCounters:
             except Unreachable:  # kept for the next recovery
                 self._owed[key] = (window, owed + self._owed.get(key, (window, 0))[1])
                 raise
+
+
+def unknowable() -> NoReturn:
+    """A strict take that cannot be decided while Redis does not answer: refused, saying so."""
+    raise Throttled(
+        "the fleet's throttle counters cannot be reached: try again shortly",
+        retry_after=RETRY_AFTER,
+    )
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,17 @@ session is cached under does the same job.
 
 While Redis does not answer, entries live in this process (`MemoryEntries`), and they are
 dropped when Redis is back: they may have missed changes.
+
+A claim whose reply never came may still have taken the fetch lock: a paused Redis runs it
+when it goes on, for a holder that is no longer waiting for it. Its token is kept, and the
+lock let go by compare and delete (the token must match) when Redis answers again; a claim
+that finds a lock held by such a token lets it go and claims again. The same goes for a settle
+or a release that was not heard. Nobody waits for a lease that nobody serves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -326,7 +331,13 @@ class RedisEntries:
         self._generation_ttl = generation_ttl
         self._local = MemoryEntries(max_local, counters)
         self._waiters: dict[str, list[asyncio.Future[CacheEntry | None]]] = {}
+        # Tokens of locks this instance may hold without serving them: token -> (lock, key,
+        # lease, until). `until` is None while the release is owed; once let go, the token is
+        # kept for a lease more, should a claim that was sent before have run after it.
+        self._abandoned: OrderedDict[str, tuple[str, str, float, float | None]] = OrderedDict()
+        self._max_abandoned = max(1, max_local)
         link.on_recovery(self._local.clear)
+        link.owes(self._let_go)
 
     @property
     def hears_landings(self) -> bool:
@@ -368,10 +379,16 @@ class RedisEntries:
             args += [budget.share_limit(p) for p in ("overdue", "watched", "rest")]
         try:
             raw, generation, state, wait, *counts = await self._link.script("claim", keys, args)
-        except Unreachable:
+        except Unreachable as exc:
+            if exc.sent:  # it may run late and take the lock for nobody: let it go later
+                self._abandon(token, lock, key, lease)
             return await self._local.claim(key, uuid, token, lease, force=force, demand=demand)
         state = state.decode()
         entry = decode_entry(raw) if raw is not None else None
+        if state == "held":
+            if self._abandoned and counts and await self._let_go_of(counts[0].decode()):
+                return await self.claim(key, uuid, token, lease, force=force, demand=demand)
+            return Claim(entry, state, generation.decode(), float(wait))
         if not counts:
             return Claim(entry, state, generation.decode(), float(wait))
         used, shared, live_count, covered, my_count = (int(count) for count in counts)
@@ -411,6 +428,8 @@ class RedisEntries:
         try:
             await self._link.script("settle", keys, args)
         except Unreachable:
+            if token:  # the lock, if this token holds it, is let go when Redis is back
+                self._abandon(token, keys[1], key, 0.0)
             await self._local.settle(key, uuid, entry, claim, ttl, token, demand=demand, live=live)
 
     async def spend(self, budget: Budget, caller: str, priority: Priority) -> float | None:
@@ -427,8 +446,59 @@ class RedisEntries:
     async def release(self, key: str, token: str) -> None:
         """Let go of the lock after a failed fetch; waiters claim again at once."""
         lock = f"{self._prefix}:lock:{key}"
-        with contextlib.suppress(Unreachable):  # if it is not heard, the lease ends it
+        try:
             await self._link.script("release", [lock], [token, self.landed_channel, key])
+        except Unreachable:  # not heard: it is owed, and made once Redis answers again
+            self._abandon(token, lock, key, 0.0)
+
+    def _abandon(self, token: str, lock: str, key: str, lease: float) -> None:
+        """Owe the release of `token`'s lock (at most `max_local` owed: the oldest ends by its
+        lease)."""
+        self._abandoned[token] = (lock, key, lease, None)
+        self._abandoned.move_to_end(token)
+        now = time.monotonic()
+        while self._abandoned:
+            oldest = next(iter(self._abandoned.values()))
+            if len(self._abandoned) <= self._max_abandoned and (oldest[3] or now) >= now:
+                break
+            self._abandoned.popitem(last=False)
+
+    async def _let_go_of(self, holder: str) -> bool:
+        """Whether `holder` was a token of ours that nobody serves, now let go (waiters told)."""
+        abandoned = self._abandoned.get(holder)
+        if abandoned is None:
+            return False
+        lock, key = abandoned[0], abandoned[1]
+        try:
+            await self._link.script("release", [lock], [holder, self.landed_channel, key])
+        except Unreachable:
+            return False  # still owed; the caller waits, and its next claim is local
+        self._abandoned.pop(holder, None)
+        logger.info("let go of a fetch lock whose claim was never answered")
+        return True
+
+    async def _let_go(self) -> None:
+        """Redis answers again: let go of the locks owed, by compare and delete, together."""
+        owed = [(token, item) for token, item in self._abandoned.items() if item[3] is None]
+        if not owed:
+            return
+        answers = await asyncio.gather(
+            *(
+                self._link.script("release", [lock], [token, self.landed_channel, key])
+                for token, (lock, key, _, _) in owed
+            ),
+            return_exceptions=True,
+        )
+        now, failed = time.monotonic(), None
+        for (token, (lock, key, lease, _)), answer in zip(owed, answers, strict=True):
+            if isinstance(answer, BaseException):
+                failed = answer
+            elif lease > 0:  # a claim sent before may yet run: its token is known a lease more
+                self._abandoned[token] = (lock, key, lease, now + lease)
+            else:
+                self._abandoned.pop(token, None)
+        if failed is not None:
+            raise failed  # Unreachable: what is left is owed at the next recovery
 
     def landing(self, key: str) -> asyncio.Future[CacheEntry | None]:
         """A future for what another instance lands under `key` (register before claiming)."""

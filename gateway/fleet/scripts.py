@@ -88,6 +88,7 @@ return {r[1], r[2], tostring(r[3])}
 # overdue after (seconds), overdue limit, share limits when overdue, watched and rest.
 # -> {entry or nil, generation, "hit" | "held" | "fetch" | "refused", wait,
 #     budget used, share used, live sessions, covered (1/0), the caller's live sessions}
+#    (held: {entry or nil, generation, "held", "0", the holder's token})
 # A read of a session in the live set (in-progress, polled without callbacks) marks it read
 # now; the copy's absence makes a fetch urgent, a recent read or a watcher makes it "watched",
 # and a copy older than "overdue after" goes one step up (its age is the entry's "s" field).
@@ -109,9 +110,10 @@ if value then
     return {value, gen, 'hit', '0'}
   end
 end
-if redis.call('exists', KEYS[3]) == 1 then
+local holder = redis.call('hget', KEYS[3], 't')
+if holder then
   redis.call('hset', KEYS[3], 'w', '1')
-  return {value, gen, 'held', '0'}
+  return {value, gen, 'held', '0', holder}
 end
 redis.call('zremrangebyscore', KEYS[6], '-inf', now - horizon)
 local live = redis.call('zcard', KEYS[6])
