@@ -40,6 +40,7 @@ from gateway.operations import (
     load_manifest,
 )
 from gateway.plivo.client import DEFAULT_HEADERS, Credential, create_http_client
+from gateway.plivo.lean import LeanUpstream
 from gateway.plivo.resilience import RetryPolicy
 from gateway.plivo.transport import AiohttpUpstream, HttpxUpstream, UpstreamHTTP
 from gateway.schema import SchemaOptions, build_schema
@@ -69,7 +70,16 @@ LISTEN_WAIT = 2.0  # seconds start-up waits to hear the fleet's changes before s
 def build_upstream(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> UpstreamHTTP:
-    """aiohttp by default; httpx when chosen, or when a test hands in a transport."""
+    """aiohttp by default; lean or httpx when chosen; httpx when a test hands in a transport."""
+    if settings.upstream_client == "lean" and transport is None:
+        return LeanUpstream(
+            settings.plivo_api_url,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_connections=settings.max_upstream_concurrency,
+            headers=DEFAULT_HEADERS,
+            max_body=settings.max_response_bytes,
+        )
     if settings.upstream_client == "aiohttp" and transport is None:
         return AiohttpUpstream(
             settings.plivo_api_url,

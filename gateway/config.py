@@ -21,6 +21,8 @@ SCOPES = ("read", "write", "passthrough")
 _KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 Environment = Literal["development", "production"]
+UpstreamClient = Literal["aiohttp", "httpx", "lean"]
+UPSTREAM_CLIENTS: tuple[UpstreamClient, ...] = ("aiohttp", "httpx", "lean")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 T = TypeVar("T")
 
@@ -81,7 +83,7 @@ class Settings:
     refresh_per_minute: int = 30
     shutdown_grace: float = 10.0
     log_format: Literal["json", "text"] = "json"
-    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    upstream_client: UpstreamClient = "aiohttp"
     response_cache_entries: int = 10_000
     public_url: str | None = None
     idempotency_window: float = 600.0
@@ -341,12 +343,11 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
-def _upstream_client(raw: str) -> Literal["aiohttp", "httpx"]:
-    if raw == "aiohttp":
-        return "aiohttp"
-    if raw == "httpx":
-        return "httpx"
-    raise ValueError("must be aiohttp or httpx")
+def _upstream_client(raw: str) -> UpstreamClient:
+    for name in UPSTREAM_CLIENTS:
+        if raw == name:
+            return name
+    raise ValueError("must be aiohttp, httpx or lean")
 
 
 def _log_format(raw: str) -> Literal["json", "text"]:

@@ -41,6 +41,11 @@ def test_every_setting_is_read() -> None:
     assert settings.graphiql_assets == "/srv/assets"
 
 
+@pytest.mark.parametrize("client", ["aiohttp", "httpx", "lean"])
+def test_every_upstream_client_can_be_chosen(client: str) -> None:
+    assert Settings.from_env(VALID | {"PLIVO_HTTP_CLIENT": client}).upstream_client == client
+
+
 def test_subaccount_ids_are_accepted() -> None:
     assert Settings.from_env(
         VALID | {"PLIVO_AUTH_ID": "SAODZKMDFJMJU3MTEYNG"}
@@ -75,6 +80,8 @@ def test_missing_required_settings_are_all_named() -> None:
         ("PLIVO_READ_TIMEOUT", "nan"),
         ("PLIVO_CONNECT_TIMEOUT", "-1"),
         ("GATEWAY_LOG_LEVEL", "chatty"),
+        ("PLIVO_HTTP_CLIENT", "curl"),
+        ("PLIVO_HTTP_CLIENT", "Lean"),
     ],
 )
 def test_malformed_settings_are_named(name: str, value: str) -> None:

@@ -1,4 +1,4 @@
-"""A hostile or broken upstream cannot make the gateway hold a huge answer (both HTTP clients).
+"""A hostile or broken upstream cannot make the gateway hold a huge answer (every HTTP client).
 
 The fake upstream here is a raw asyncio server: it writes what a well-behaved server never
 would (200 MB bodies, a Content-Length that lies, a gzip bomb) and counts what it managed to
@@ -21,6 +21,7 @@ import pytest
 
 from gateway import fixtures
 from gateway.plivo.client import DEFAULT_HEADERS, create_http_client
+from gateway.plivo.lean import LeanUpstream
 from gateway.plivo.transport import (
     AiohttpUpstream,
     AnswerTooLarge,
@@ -36,7 +37,7 @@ MIB = 1 << 20
 HUGE = 200 * MIB
 FEW_MIB = 32 * MIB  # what loopback socket buffers can swallow before the writer notices
 CHUNK = b" " * 65536
-CLIENTS = ["aiohttp", "httpx"]
+CLIENTS = ["aiohttp", "httpx", "lean"]
 
 
 @dataclass
@@ -207,6 +208,15 @@ def upstream(client: str, url: str, limit: int) -> UpstreamHTTP:
             headers=DEFAULT_HEADERS,
             max_body=limit,
         )
+    if client == "lean":
+        return LeanUpstream(
+            url,
+            connect_timeout=2,
+            read_timeout=5,
+            max_connections=4,
+            headers=DEFAULT_HEADERS,
+            max_body=limit,
+        )
     http = create_http_client(url, connect_timeout=2, read_timeout=5)
     return HttpxUpstream(http, max_body=limit)
 
@@ -250,10 +260,11 @@ async def test_a_compressed_answer_under_the_limit_is_decoded(client: str) -> No
     assert response.body == body
 
 
-async def test_an_encoding_httpx_was_not_asked_for_is_unreadable() -> None:
+@pytest.mark.parametrize("client", ["httpx", "lean"])
+async def test_an_encoding_that_was_not_asked_for_is_unreadable(client: str) -> None:
     head = status_line("Content-Encoding: br", "Content-Length: 4")
     async with hostile(Hostile(head, lambda: [b"\x00\x01\x02\x03"])) as server:
-        http = upstream("httpx", server.url, MIB)
+        http = upstream(client, server.url, MIB)
         try:
             with pytest.raises(BrokenAnswer, match="content encoding 'br' was not asked for"):
                 await http.send("GET", "/br/", {}, "a session")

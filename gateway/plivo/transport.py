@@ -76,7 +76,7 @@ class UpstreamHTTP(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Reading:
+class Reading:
     """One answer being read: what to name in errors and logs, and the limit."""
 
     subject: str
@@ -121,7 +121,7 @@ class _Reading:
         )
 
 
-class _Inflater:
+class Inflater:
     """Decodes a gzip or deflate body a piece at a time, never more than asked for at once."""
 
     def __init__(self, encoding: str) -> None:
@@ -156,18 +156,18 @@ class HttpxUpstream:
         try:
             response = await self._client.send(request, stream=True)
             try:
-                reading = _Reading(subject, method, path, response.status_code, self._max_body)
+                reading = Reading(subject, method, path, response.status_code, self._max_body)
                 body = await self._read(response, reading)
             finally:
                 await response.aclose()  # before the body's end: closes the connection
         except httpx.TimeoutException as exc:
-            raise _timeout(path, subject, method) from exc
+            raise timeout_error(path, subject, method) from exc
         except httpx.TransportError as exc:
-            raise _unavailable(path, subject, exc, method) from exc
+            raise unavailable_error(path, subject, exc, method) from exc
         return UpstreamResponse(response.status_code, body, response.headers.get("retry-after"))
 
     @staticmethod
-    async def _read(response: httpx.Response, reading: _Reading) -> bytes:
+    async def _read(response: httpx.Response, reading: Reading) -> bytes:
         """The body, decoded, up to the limit (httpx's own decoders would inflate unbounded)."""
         length = response.headers.get("content-length", "")
         reading.check_declared(int(length) if length.isdigit() else None)
@@ -175,9 +175,9 @@ class HttpxUpstream:
             reading.check_read(len(response.content))
             return response.content
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        inflater: _Inflater | None = None
+        inflater: Inflater | None = None
         if encoding in ("gzip", "x-gzip", "deflate"):
-            inflater = _Inflater(encoding)
+            inflater = Inflater(encoding)
         elif encoding not in ("identity", ""):
             raise reading.broken(f"content encoding {encoding[:20]!r} was not asked for")
         body = bytearray()
@@ -246,7 +246,7 @@ class AiohttpUpstream:
                 json=json,
                 allow_redirects=False,
             ) as response:
-                reading = _Reading(subject, method, path, response.status, self._max_body)
+                reading = Reading(subject, method, path, response.status, self._max_body)
                 try:
                     body = await self._read(response, reading)
                 except BrokenAnswer:
@@ -254,16 +254,16 @@ class AiohttpUpstream:
                     raise
                 return UpstreamResponse(response.status, body, response.headers.get("Retry-After"))
         except TimeoutError as exc:
-            raise _timeout(path, subject, method) from exc
+            raise timeout_error(path, subject, method) from exc
         except aiohttp.ClientResponseError as exc:  # the parser refused the status line or headers
             raise BrokenAnswer(
                 f"Plivo's answer for {subject} is unreadable (not HTTP)", method=method, path=path
             ) from exc
         except aiohttp.ClientError as exc:
-            raise _unavailable(path, subject, exc, method) from exc
+            raise unavailable_error(path, subject, exc, method) from exc
 
     @staticmethod
-    async def _read(response: aiohttp.ClientResponse, reading: _Reading) -> bytes:
+    async def _read(response: aiohttp.ClientResponse, reading: Reading) -> bytes:
         reading.check_declared(response.content_length)
         if response.content_length is not None and "Content-Encoding" not in response.headers:
             return await response.read()  # the parser stops at the declared length
@@ -283,11 +283,11 @@ class AiohttpUpstream:
         await self._session.close()
 
 
-def _timeout(path: str, subject: str, method: str) -> UpstreamTimeout:
+def timeout_error(path: str, subject: str, method: str) -> UpstreamTimeout:
     return UpstreamTimeout(f"Plivo did not answer in time for {subject}", method=method, path=path)
 
 
-def _unavailable(path: str, subject: str, exc: Exception, method: str) -> UpstreamUnavailable:
+def unavailable_error(path: str, subject: str, exc: Exception, method: str) -> UpstreamUnavailable:
     return UpstreamUnavailable(
         f"the connection to Plivo failed for {subject} ({type(exc).__name__})",
         method=method,
