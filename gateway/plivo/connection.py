@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+MAX_HEAD = 65_536  # bytes of status line and headers (httptools would gather a header unbounded)
 
 
 class ConnectionClosed(ConnectionError):
@@ -53,6 +54,7 @@ class Connection(asyncio.Protocol):
     def _reset(self, method: str, path: str, subject: str, limit: int) -> None:
         self._method, self._path, self._subject, self._limit = method, path, subject, limit
         self._answered = self._headers_done = self._complete = False
+        self._head_size = 0
         self._reusable = self._chunked = False
         self._status = 0
         self._length: int | None = None
@@ -119,6 +121,11 @@ class Connection(asyncio.Protocol):
                 self._fail(ConnectionClosed("the answer's framing is broken", answered=True))
             else:
                 self._fail(self._broken("not HTTP"))
+        else:
+            if not self._headers_done:
+                self._head_size += len(data)
+                if self._head_size > MAX_HEAD:
+                    self._fail(self._broken("its headers are too large"))
 
     def eof_received(self) -> bool:
         return False  # close our side too

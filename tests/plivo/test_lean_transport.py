@@ -241,6 +241,23 @@ async def test_what_is_not_http_is_an_unreadable_answer() -> None:
             await get(upstream)
 
 
+async def test_endless_headers_are_an_unreadable_answer() -> None:
+    async def script(request: Request) -> bytes:
+        request.hang_up = True
+        writer = server._writers[request.connection - 1]
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+        for _ in range(512):  # 32 MiB of one header's value, unless the client hangs up
+            writer.write(b"a" * 65536)
+            await writer.drain()
+        return b"\r\n\r\n"
+
+    server = Upstream(script)
+    async with serving(server), client(server.url) as upstream:
+        with pytest.raises(BrokenAnswer, match="headers are too large"):
+            await get(upstream)
+        await eventually(lambda: is_true(server.closed == 1))
+
+
 async def test_broken_chunk_framing_is_a_broken_connection() -> None:
     head = answer(b"", "Transfer-Encoding: chunked", length=False)
     server = Upstream(lambda r: _const(head + b"zz\r\nnot a chunk size\r\n"))
