@@ -1,6 +1,6 @@
 """CPU per request with no network in front: requests handed straight to the gateway's ASGI app.
 
-    taskset -c 0 .venv/bin/python -m bench.inprocess [--hits 20000] [--misses 3000]
+    taskset -c 0 .venv/bin/python -m bench.inprocess [--hits 20000] [--misses 3000] [--client lean]
 
 The app runs in this process with production settings and an API key, in front of the
 simulator in bench mode (pinned to LOAD_CPU). It prints the process CPU time, in microseconds,
@@ -77,7 +77,7 @@ async def post(app: ASGIApp, content: bytes) -> int:
     return status
 
 
-async def measure(upstream: str, hits: int, misses: int) -> tuple[float, float]:
+async def measure(upstream: str, hits: int, misses: int, client: str) -> tuple[float, float]:
     """CPU microseconds of a hit and of a miss."""
     settings = Settings.from_env(
         {
@@ -87,6 +87,7 @@ async def measure(upstream: str, hits: int, misses: int) -> tuple[float, float]:
             "GATEWAY_ENV": "production",
             "GATEWAY_API_KEYS": f"bench:{API_KEY_SHA256}:read",
             "GATEWAY_LOG_LEVEL": "WARNING",
+            **({"PLIVO_HTTP_CLIENT": client} if client else {}),
         }
     )
     async with LifespanManager(create_app(settings)) as manager:
@@ -112,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--hits", type=int, default=20_000)
     parser.add_argument("--misses", type=int, default=3_000)
+    parser.add_argument("--client", default="", help="PLIVO_HTTP_CLIENT (default: the default)")
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         upstream = start_simulator(stack, logs)
-        hit, miss = asyncio.run(measure(upstream, args.hits, args.misses))
+        hit, miss = asyncio.run(measure(upstream, args.hits, args.misses, args.client))
     print(f"hit {hit:.1f} us/request, new session {miss:.1f} us/request")
     return 0
 
