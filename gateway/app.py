@@ -70,7 +70,7 @@ LISTEN_WAIT = 2.0  # seconds start-up waits to hear the fleet's changes before s
 def build_upstream(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> UpstreamHTTP:
-    """aiohttp by default; lean or httpx when chosen; httpx when a test hands in a transport."""
+    """Lean by default; aiohttp or httpx when chosen; httpx when a test hands in a transport."""
     if settings.upstream_client == "lean" and transport is None:
         return LeanUpstream(
             settings.plivo_api_url,

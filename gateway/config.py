@@ -83,7 +83,7 @@ class Settings:
     refresh_per_minute: int = 30
     shutdown_grace: float = 10.0
     log_format: Literal["json", "text"] = "json"
-    upstream_client: UpstreamClient = "aiohttp"
+    upstream_client: UpstreamClient = "lean"
     response_cache_entries: int = 10_000
     public_url: str | None = None
     idempotency_window: float = 600.0

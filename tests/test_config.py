@@ -17,6 +17,7 @@ def test_defaults() -> None:
     assert not settings.is_production
     assert settings.connect_timeout > 0
     assert settings.read_timeout > 0
+    assert settings.upstream_client == "lean"
 
 
 def test_every_setting_is_read() -> None:

@@ -1,7 +1,8 @@
 """PlivoClient: builds every Plivo URL, sends it through one pooled transport, maps errors.
 
-The transport (`plivo.transport.UpstreamHTTP`) is aiohttp by default, httpx when
-PLIVO_HTTP_CLIENT=httpx or when a test hands in an `httpx.MockTransport`.
+The transport (`plivo.transport.UpstreamHTTP`) is `plivo.lean.LeanUpstream` by default,
+aiohttp or httpx when PLIVO_HTTP_CLIENT says so, httpx when a test hands in an
+`httpx.MockTransport`.
 Only this module knows Plivo's HTTP: statuses become `UpstreamError`s, bodies become
 `plivo.models` objects. Neither a credential nor a raw body ever reaches a message.
 """

@@ -1,9 +1,11 @@
 """How PlivoClient reaches Plivo: a GET with headers, answered by status, Retry-After and body.
 
-Two implementations behind one Protocol: httpx (the chosen interface; its MockTransport drives
-the client's tests) and aiohttp (the production default: measured to carry several times the
-requests per second of httpx's own transport on one core; see BENCHMARKS.md). Each turns its
-library's failures into UpstreamTimeout or UpstreamUnavailable.
+Three implementations behind one Protocol: httpx (the chosen interface; its MockTransport
+drives the client's tests), aiohttp (measured to carry several times the requests per second
+of httpx's own transport on one core; see BENCHMARKS.md), and `plivo.lean.LeanUpstream`, our
+own HTTP/1.1 on asyncio protocols and httptools (about a quarter of aiohttp's CPU per call;
+see docs/performance.md). Each turns its library's failures into UpstreamTimeout or
+UpstreamUnavailable; the reading helpers below are shared with the lean one.
 
 Each reads an answer's body up to `max_body` bytes (PLIVO_MAX_RESPONSE_BYTES), decompressed:
 a Content-Length above it fails before the body is read, a body that grows past it fails as
