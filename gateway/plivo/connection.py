@@ -116,11 +116,8 @@ class Connection(asyncio.Protocol):
             self._fail(self._error or self._broken("not HTTP"))
         except httptools.HttpParserUpgrade:
             self._fail(self._broken("a protocol upgrade"))
-        except httptools.HttpParserError:
-            if self._headers_done:  # like aiohttp: a broken body is a broken connection
-                self._fail(ConnectionClosed("the answer's framing is broken", answered=True))
-            else:
-                self._fail(self._broken("not HTTP"))
+        except httptools.HttpParserError:  # the head or a chunk's framing (as aiohttp's parser)
+            self._fail(self._broken("not HTTP"))
         else:
             if not self._headers_done:
                 self._head_size += len(data)

@@ -6,7 +6,10 @@ closed them or after KEEPALIVE seconds idle), TLS with the same verified default
 aiohttp (SNI, hostname checked, ALPN http/1.1), Content-Length, chunked and close-delimited
 bodies, gzip and deflate decoded as they arrive within PLIVO_MAX_RESPONSE_BYTES, and the same
 timeouts as aiohttp's: connect (waiting for a pooled connection included) and read (between
-bytes). Failures map as AiohttpUpstream maps them. A GET that fails on a reused connection
+bytes). Failures map as AiohttpUpstream maps them (tests/plivo/test_lean_transport.py holds
+both to it), but for a body that is not valid gzip or deflate: a BrokenAnswer, as httpx's
+and as BrokenAnswer says, where aiohttp's payload error makes it UpstreamUnavailable and so
+retried, though the same bytes would come back. A GET that fails on a reused connection
 before any byte of its answer arrived is sent once more on a new connection: the server
 closed it while it was idle. See docs/performance.md for why it exists.
 """

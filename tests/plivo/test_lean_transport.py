@@ -23,7 +23,7 @@ from gateway import fixtures
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.plivo.client import DEFAULT_HEADERS
 from gateway.plivo.lean import LeanUpstream
-from gateway.plivo.transport import AnswerTooLarge, BrokenAnswer
+from gateway.plivo.transport import AiohttpUpstream, AnswerTooLarge, BrokenAnswer, UpstreamHTTP
 from tests.conftest import Simulator, eventually, gateway_client, graphql, make_settings
 
 BODY = b'{"api_id": "a1", "ok": true}'
@@ -145,7 +145,7 @@ async def client(url: str, **options: object) -> AsyncIterator[LeanUpstream]:
         await upstream.close()
 
 
-async def get(upstream: LeanUpstream, path: str = PATH) -> bytes:
+async def get(upstream: UpstreamHTTP, path: str = PATH) -> bytes:
     response = await upstream.send("GET", path, {"Authorization": "Basic eA=="}, "a session")
     assert response.status == 200
     return response.body
@@ -258,11 +258,11 @@ async def test_endless_headers_are_an_unreadable_answer() -> None:
         await eventually(lambda: is_true(server.closed == 1))
 
 
-async def test_broken_chunk_framing_is_a_broken_connection() -> None:
+async def test_broken_chunk_framing_is_an_unreadable_answer_and_its_connection_dropped() -> None:
     head = answer(b"", "Transfer-Encoding: chunked", length=False)
     server = Upstream(lambda r: _const(head + b"zz\r\nnot a chunk size\r\n"))
     async with serving(server), client(server.url) as upstream:
-        with pytest.raises(UpstreamUnavailable):
+        with pytest.raises(BrokenAnswer, match="not HTTP"):
             await get(upstream)
         await eventually(lambda: is_true(server.closed == 1))
 
@@ -284,6 +284,56 @@ async def test_bytes_on_an_idle_connection_drop_it() -> None:
         await eventually(lambda: is_true(upstream.idle_connections() == 0))
         assert await get(upstream) == BODY
     assert [r.connection for r in server.requests] == [1, 2]
+
+
+async def _mid_body(request: Request) -> bytes:
+    request.hang_up = True
+    return answer(BODY)[:-5]
+
+
+async def _mid_chunk(request: Request) -> bytes:
+    request.hang_up = True
+    return answer(b"", "Transfer-Encoding: chunked", length=False) + b"5\r\nabc"
+
+
+CHUNKED_HEAD = answer(b"", "Transfer-Encoding: chunked", length=False)
+FAILURES: dict[str, tuple[Script, type[Exception]]] = {
+    "not HTTP": (lambda r: _const(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), BrokenAnswer),
+    "closed before answering": (lambda r: _const(None), UpstreamUnavailable),
+    "closed mid-body": (_mid_body, UpstreamUnavailable),
+    "closed mid-chunk": (_mid_chunk, UpstreamUnavailable),
+    "broken chunk framing": (lambda r: _const(CHUNKED_HEAD + b"zz\r\nx\r\n"), BrokenAnswer),
+    "length and chunked": (
+        lambda r: _const(answer(b"", "Transfer-Encoding: chunked", "Content-Length: 5")),
+        BrokenAnswer,
+    ),
+    "over the limit": (lambda r: _const(CHUNKED_HEAD + chunked(b" " * 5000)), AnswerTooLarge),
+}
+
+
+@pytest.mark.parametrize("client_kind", ["aiohttp", "lean"])
+@pytest.mark.parametrize("failure", list(FAILURES))
+async def test_each_failure_maps_to_the_error_aiohttp_maps_it_to(
+    failure: str, client_kind: str
+) -> None:
+    script, expected = FAILURES[failure]
+    server = Upstream(script)
+    async with serving(server):
+        kind = AiohttpUpstream if client_kind == "aiohttp" else LeanUpstream
+        upstream = kind(
+            server.url,
+            connect_timeout=2,
+            read_timeout=5,
+            max_connections=4,
+            headers={},
+            max_body=4096,
+        )
+        try:
+            with pytest.raises(expected) as raised:
+                await get(upstream)
+        finally:
+            await upstream.close()
+    assert type(raised.value) is expected
 
 
 # The request
@@ -568,5 +618,5 @@ async def test_tls_from_an_untrusted_authority_is_refused_by_default(ca: trustme
     assert server.requests == []
 
 
-async def _const(value: bytes) -> bytes:
+async def _const(value: bytes | None) -> bytes | None:
     return value
