@@ -241,6 +241,14 @@ async def test_what_is_not_http_is_an_unreadable_answer() -> None:
             await get(upstream)
 
 
+async def test_a_protocol_upgrade_is_an_unreadable_answer() -> None:
+    upgrade = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    server = Upstream(lambda r: _const(upgrade))
+    async with serving(server), client(server.url) as upstream:
+        with pytest.raises(BrokenAnswer, match="a protocol upgrade"):
+            await get(upstream)
+
+
 async def test_endless_headers_are_an_unreadable_answer() -> None:
     async def script(request: Request) -> bytes:
         request.hang_up = True
@@ -469,6 +477,27 @@ async def test_a_full_pool_makes_a_request_wait_for_a_connection() -> None:
         assert await first == BODY
         assert await second == BODY
     assert server.connections == 1  # handed over, never a second connection
+
+
+async def test_a_slot_freed_by_a_dropped_connection_goes_to_the_waiting_request() -> None:
+    release = asyncio.Event()
+
+    async def script(request: Request) -> bytes:
+        if len(server.requests) == 1:
+            await release.wait()
+            return answer(BODY, "Connection: close")  # this connection is not kept
+        return answer()
+
+    server = Upstream(script)
+    async with serving(server), client(server.url, max_connections=1) as upstream:
+        first = asyncio.create_task(get(upstream))
+        await eventually(lambda: is_true(len(server.requests) == 1))
+        second = asyncio.create_task(get(upstream))
+        await eventually(lambda: is_true(upstream.waiting() == 1))
+        release.set()
+        assert await first == BODY
+        assert await second == BODY  # on a connection of its own, opened in the freed slot
+    assert [r.connection for r in server.requests] == [1, 2]
 
 
 async def test_a_full_pool_times_out_as_a_connect_timeout() -> None:
