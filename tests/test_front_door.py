@@ -174,6 +174,52 @@ async def test_a_read_cancelled_from_outside_stays_cancelled() -> None:
     deadline.close()
 
 
+class BareFuture:
+    """What granian's `receive` returns: an awaitable whose iterator has no send, throw or close."""
+
+    def __init__(self, future: asyncio.Future[Message]) -> None:
+        self.future = future
+
+    def __await__(self) -> BareFuture:
+        return self
+
+    def __iter__(self) -> BareFuture:
+        return self
+
+    def __next__(self) -> asyncio.Future[Message]:
+        if self.future.done():
+            raise StopIteration(self.future.result())
+        self.future._asyncio_future_blocking = True  # what the event loop waits on
+        return self.future
+
+
+async def test_a_body_awaited_through_a_bare_future_is_read_and_given_its_deadline() -> None:
+    loop = asyncio.get_running_loop()
+    arrivals: list[asyncio.Future[Message]] = []
+
+    def receive() -> Any:
+        arrivals.append(loop.create_future())
+        return BareFuture(arrivals[-1])
+
+    async def send(message: Message) -> None:
+        raise AssertionError("nothing is sent")
+
+    deadline = BodyDeadline(receive, send, 60.0)
+    read = asyncio.create_task(deadline.receive())
+    await eventually(lambda: _has(arrivals, 1))
+    arrivals[0].set_result({"type": "http.request", "body": b"{}", "more_body": False})
+    assert (await read)["body"] == b"{}"
+    assert deadline.complete
+    late = BodyDeadline(receive, send, 0.05)
+    async with asyncio.timeout(DEADLINE):
+        assert await late.receive() == {"type": "http.disconnect"}  # nothing came in time
+    assert late.expired
+
+
+async def _has(items: list[Any], count: int) -> bool:
+    return len(items) == count
+
+
 # 3. A websocket authenticates in time, or is closed.
 
 

@@ -14,8 +14,8 @@ wait for the client, so the hot path (a whole small body in the first read) pays
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, cast
 
 from starlette.types import Message, Receive, Send
 
@@ -65,7 +65,7 @@ class BodyDeadline:
             return await self._receive()
         steps = self._receive().__await__()
         try:
-            step = steps.send(None)  # the message, when it is there: no wait, no timer
+            step = next(steps)  # the message, when it is there: no wait, no timer
         except StopIteration as done:
             message: Message = done.value
         else:
@@ -75,7 +75,7 @@ class BodyDeadline:
             self.close()
         return message
 
-    async def _waited(self, steps: Generator[Any, Any, Message], step: Any) -> Message:
+    async def _waited(self, steps: Iterator[Any], step: Any) -> Message:
         """The message of a read that had to wait for the client, by the deadline."""
         self.waiting()
         try:
@@ -128,36 +128,47 @@ class BodyDeadline:
 class _Resumed:
     """A read already started (its first step yielded `step`), awaited on as `await` would.
 
-    Every later step is passed through unchanged, as `yield from` does (PEP 380): the event
-    loop's wake-up, and a cancellation, which the read itself handles.
+    Every later step is passed through as `yield from` does (PEP 380): the event loop's wake-up,
+    and a cancellation, which the read itself handles when it can. A server's `receive` need
+    not be a coroutine: granian's is a future whose iterator has neither `send` nor `throw`.
     """
 
     __slots__ = ("_step", "_steps")
 
-    def __init__(self, steps: Generator[Any, Any, Message], step: Any) -> None:
+    def __init__(self, steps: Iterator[Any], step: Any) -> None:
         self._steps, self._step = steps, step
 
     def __await__(self) -> Generator[Any, Any, Message]:
         return _resume(self._steps, self._step)
 
 
-def _resume(steps: Generator[Any, Any, Message], step: Any) -> Generator[Any, Any, Message]:
+def _resume(steps: Iterator[Any], step: Any) -> Generator[Any, Any, Message]:
     """Go on with a started awaitable from its step `step`, passing each send and throw on."""
     while True:
         try:
             sent = yield step
         except GeneratorExit:
-            steps.close()
+            close = getattr(steps, "close", None)
+            if close is not None:
+                close()
             raise
         except BaseException as exc:  # a cancellation above all: the awaitable handles it
+            throw = getattr(steps, "throw", None)
+            if throw is None:
+                raise  # an iterator that cannot take it: raised here, as `yield from` does
             try:
-                step = steps.throw(exc)
+                step = throw(exc)
             except StopIteration as done:
                 thrown: Message = done.value
                 return thrown
         else:
             try:
-                step = steps.send(sent)
+                # None is what an event loop sends: an iterator's `next` does for it.
+                step = (
+                    next(steps)
+                    if sent is None
+                    else cast(Generator[Any, Any, Any], steps).send(sent)
+                )
             except StopIteration as done:
                 result: Message = done.value
                 return result
