@@ -418,6 +418,13 @@ def check_fleet(settings: Settings, workers: int) -> None:
         asyncio.run(verify())
 
 
+# How long uvicorn's supervisor waits for a worker to start, and to answer each liveness ping,
+# before it kills it (uvicorn's default is 5 s). A worker imports and builds the whole app in a
+# new interpreter: on a busy host that took longer than 5 s, and the workers were killed and
+# started again in a loop before any served.
+WORKER_HEALTHCHECK_TIMEOUT = 30
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """`serve`: options and settings checked, the port tried, then uvicorn."""
     options = _Options(args)
@@ -445,7 +452,13 @@ def serve_command(args: argparse.Namespace) -> int:
     run = _uvicorn_options(settings, host, port)
     if app is None:
         with workers_metrics_directory():
-            uvicorn.run("gateway.cli:worker_app", factory=True, workers=workers, **run)
+            uvicorn.run(
+                "gateway.cli:worker_app",
+                factory=True,
+                workers=workers,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT,
+                **run,
+            )
     else:
         uvicorn.run(app, **run)
     return 0

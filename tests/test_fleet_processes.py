@@ -55,7 +55,7 @@ def test_one_key_sends_one_code_across_four_worker_processes(
     }
     args = ("serve", "--port", str(port), "--workers", "4")
     with process(*args, env=env, log=tmp_path / "gateway.log"):
-        wait_for_http(f"http://127.0.0.1:{port}/healthz")
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=60)  # four interpreters
         url = f"http://127.0.0.1:{port}/graphql"
         for trial in range(TRIALS):
             assert len(asyncio.run(race(url, trial))) == 1

@@ -310,3 +310,27 @@ def test_callback_gauges_add_up_live_workers_in_multiprocess_mode(tmp_path: Path
             staying.kill()
     # Both are gone now, the second without a word: neither counts any more.
     assert "gateway_watched_sessions 4.0" in scrape(4).splitlines()
+
+
+def test_workers_get_time_to_start_on_a_busy_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn's supervisor kills a worker that has not answered in 5 s: too short for one that
+    builds the app while the host is busy. `serve --workers` gives it WORKER_HEALTHCHECK_TIMEOUT.
+    """
+    from gateway import cli
+    from tests.redis_server import require_shared_redis, unique_prefix
+
+    given: dict[str, Any] = {}
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: given.update(kwargs))
+    monkeypatch.setattr(cli, "raise_descriptor_limit", lambda: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
+    for name, value in {
+        "PLIVO_AUTH_ID": AUTH_ID,
+        "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
+        "GATEWAY_AUTH": "none",
+        "GATEWAY_CACHE_URL": require_shared_redis(),
+        "GATEWAY_CACHE_PREFIX": unique_prefix(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["serve", "--port", str(free_port()), "--workers", "2"]) == 0
+    assert given["workers"] == 2
+    assert given["timeout_worker_healthcheck"] == cli.WORKER_HEALTHCHECK_TIMEOUT >= 30
