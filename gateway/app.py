@@ -71,17 +71,9 @@ def build_upstream(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> UpstreamHTTP:
     """Lean by default; aiohttp or httpx when chosen; httpx when a test hands in a transport."""
-    if settings.upstream_client == "lean" and transport is None:
-        return LeanUpstream(
-            settings.plivo_api_url,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            max_connections=settings.max_upstream_concurrency,
-            headers=DEFAULT_HEADERS,
-            max_body=settings.max_response_bytes,
-        )
-    if settings.upstream_client == "aiohttp" and transport is None:
-        return AiohttpUpstream(
+    if settings.upstream_client in ("lean", "aiohttp") and transport is None:
+        chosen = LeanUpstream if settings.upstream_client == "lean" else AiohttpUpstream
+        return chosen(
             settings.plivo_api_url,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
