@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -96,8 +96,10 @@ def start_gateway(
     env: dict[str, str],
     name: str,
     port: int | None = None,
+    command: Sequence[str] = (COMMAND, "serve"),
 ) -> tuple[str, int]:
-    """One `plivo-gateway serve` process pinned to GATEWAY_CPU: its /graphql URL and pid."""
+    """One gateway process pinned to GATEWAY_CPU: its /graphql URL and pid. `command` serves
+    the app, `plivo-gateway serve` by default, and is given `--port`."""
     port = port or free_port()
     settings = {
         "PLIVO_AUTH_ID": AUTH_ID,
@@ -108,7 +110,7 @@ def start_gateway(
         "GATEWAY_ENV": "production",
         **env,
     }
-    argv = [COMMAND, "serve", "--port", str(port)]
+    argv = [*command, "--port", str(port)]
     pid = start(stack, pinned(GATEWAY_CPU, argv), settings, logs / f"{name}.log")
     wait_for(f"http://127.0.0.1:{port}/healthz")
     return f"http://127.0.0.1:{port}/graphql", pid

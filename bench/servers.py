@@ -33,18 +33,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.processes import (
-    API_KEY,
-    API_KEY_SHA256,
-    AUTH_ID,
-    AUTH_TOKEN,
-    GATEWAY_CPU,
-    free_port,
-    pinned,
-    start,
-    start_simulator,
-    wait_for,
-)
+from bench.processes import API_KEY, start_gateway, start_simulator
 from bench.run import Measure, wrk
 
 BIN = Path(sys.executable).parent
@@ -63,20 +52,8 @@ SERVERS: dict[str, list[str]] = {
 
 def start_server(stack: ExitStack, logs: Path, name: str, upstream: str) -> tuple[str, int]:
     """The gateway served by `name`, pinned to GATEWAY_CPU: its /graphql URL and pid."""
-    port = free_port()
-    env = {
-        "PLIVO_AUTH_ID": AUTH_ID,
-        "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
-        "PLIVO_API_URL": upstream,
-        "GATEWAY_LOG_LEVEL": "WARNING",
-        "GATEWAY_API_KEYS": f"bench:{API_KEY_SHA256}:read",
-        "GATEWAY_ENV": "production",
-        "PLIVO_BUDGET_REQUESTS": "100000000",
-    }
-    argv = [*SERVERS[name], "--port", str(port)]
-    pid = start(stack, pinned(GATEWAY_CPU, argv), env, logs / f"{name}.log")
-    wait_for(f"http://127.0.0.1:{port}/healthz")
-    return f"http://127.0.0.1:{port}/graphql", pid
+    env = {"PLIVO_BUDGET_REQUESTS": "100000000"}
+    return start_gateway(stack, logs, upstream, env, name, command=SERVERS[name])
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
