@@ -3,7 +3,7 @@ and the response cache."""
 
 from gateway.operations.admission import Admission, QueryLimits
 from gateway.operations.documents import Documents, OperationRequest
-from gateway.operations.execution import Caller, ContextFactory, Executor
+from gateway.operations.execution import Caller, ContextFactory, Executor, body_with_data
 from gateway.operations.pipeline import (
     EVERY_OPERATION,
     QUERIES,
@@ -42,6 +42,7 @@ __all__ = [
     "Principal",
     "QueryLimits",
     "ResponseCache",
+    "body_with_data",
     "entity_tag",
     "key_digest",
     "load_manifest",

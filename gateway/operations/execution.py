@@ -12,6 +12,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import strawberry
 from graphql import OperationDefinitionNode
 from strawberry.types import ExecutionResult
@@ -64,6 +65,13 @@ class Result:
     context: Context | None = None
     label: str = "anonymous"
     encoded: bytes | None = field(default=None, repr=False)  # the body, when already serialised
+    data: bytes | None = field(default=None, repr=False)  # its `data` alone, when serialised
+
+
+def body_with_data(data: bytes, body: dict[str, Any]) -> bytes:
+    """The JSON of `body` whose `data` is already serialised as `data`."""
+    rest = {name: value for name, value in body.items() if name != "data"}
+    return b'{"data":' + data + (b"," + orjson.dumps(rest)[1:] if rest else b"}")
 
 
 class Executor:

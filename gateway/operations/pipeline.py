@@ -33,7 +33,7 @@ from strawberry.types.execution import PreExecutionError
 from gateway.errors import GatewayError, OperationNotAllowed, OperationNotSelected, Throttled
 from gateway.operations.admission import Admission
 from gateway.operations.documents import Document, Documents, OperationRequest
-from gateway.operations.execution import Caller, Executor, Prepared, Result
+from gateway.operations.execution import Caller, Executor, Prepared, Result, body_with_data
 from gateway.operations.response_cache import CachedResponse, ResponseCache, reusable_until
 from gateway.operations.trusted import PersistedDocuments
 from gateway.schema.context import Context
@@ -215,8 +215,7 @@ class Pipeline:
             encoded=data,
             changing=context.changing,
         )
-        rest = {k: v for k, v in body.items() if k != "data"}
-        result.encoded = b'{"data":' + data + (b"," + orjson.dumps(rest)[1:] if rest else b"}")
+        result.data, result.encoded = data, body_with_data(data, body)
 
 
 def _is_cacheable(body: dict[str, Any], context: Context) -> bool:

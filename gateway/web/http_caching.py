@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from gateway.operations import entity_tag, reusable_until
+from gateway.operations import body_with_data, entity_tag, reusable_until
 
 if TYPE_CHECKING:
     from gateway.operations.execution import Result
@@ -80,15 +80,9 @@ def executed(result: Result, scope: bytes) -> Reusable | None:
     until = reusable_until(body, context)
     if until is None or context is None:
         return None
-    try:
-        data = orjson.dumps(body["data"])
-        content = result.encoded or _with_data(data, body)
+    try:  # what the response cache kept was serialised once, there
+        data = result.data if result.data is not None else orjson.dumps(body["data"])
+        content = result.encoded or body_with_data(data, body)
     except TypeError:  # what orjson cannot encode: the transport escapes it, and keeps nothing
         return None
     return Reusable(entity_tag(scope, data), until, context.changing, content)
-
-
-def _with_data(data: bytes, body: dict[str, object]) -> bytes:
-    """The body, its `data` already encoded (as the response cache builds it)."""
-    rest = {name: value for name, value in body.items() if name != "data"}
-    return b'{"data":' + data + (b"," + orjson.dumps(rest)[1:] if rest else b"}")
