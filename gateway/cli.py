@@ -40,6 +40,7 @@ from gateway.observability import configure_logging, raise_descriptor_limit, wri
 from gateway.schema import exported_sdl
 from gateway.simulator import SimulatorSettings, create_simulator
 from gateway.simulator.faults import Fault
+from gateway.web.protocol import JoinedWritesProtocol
 
 logger = logging.getLogger("gateway")
 PROG = "plivo-gateway"
@@ -468,6 +469,7 @@ def _uvicorn_options(settings: Settings, host: str, port: int) -> dict[str, Any]
     return {
         "host": host,
         "port": port,
+        "http": JoinedWritesProtocol,  # each response one write (gateway/web/protocol.py)
         "access_log": False,
         "log_config": None,
         "log_level": settings.log_level.lower(),  # uvicorn sets its loggers' levels too
@@ -619,6 +621,7 @@ def _demo_environment(
 def _demo_server(app: ASGIApp, settings: Settings) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
+        http=JoinedWritesProtocol,
         access_log=False,
         log_config=None,
         log_level=settings.log_level.lower(),

@@ -17,6 +17,8 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
+from gateway.web.protocol import JoinedWritesProtocol
+
 COMMAND = str(Path(sys.executable).with_name("plivo-gateway"))
 
 
@@ -42,6 +44,7 @@ def serve_in_thread(app: ASGIApp, *, lifespan: bool = False) -> Iterator[str]:
     sock = loopback_socket()
     config = uvicorn.Config(
         app,
+        http=JoinedWritesProtocol,  # as `serve` runs
         log_config=None,
         access_log=False,
         lifespan="on" if lifespan else "off",
