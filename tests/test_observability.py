@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -437,3 +438,54 @@ def test_serve_logs_at_gateway_log_level(level: str, simulator: Simulator, tmp_p
     if level == "WARNING":
         assert {line["level"] for line in lines()} == {"WARNING"}, lines()
         assert any("GATEWAY_AUTH=none" in line["message"] for line in lines())
+
+
+async def test_access_lines_escape_what_the_request_sent(restored_logging: None) -> None:
+    """The JSON access line is written as text: every string from the request is escaped."""
+    logging.getLogger().setLevel(logging.INFO)
+    stream = StringIO()
+    access = AccessLog("json", stream)
+    path = '/graph"ql\\\n\x00\u00e9\U0001f600'
+    before = datetime.now(UTC)
+    with writing_as('part"1'):
+        access.write('PO"ST', path, 404, 0.0123456, 'rid"\n')
+    access.flush()
+    (line,) = stream.getvalue().split("\n")[:-1]
+    entry = json.loads(line)
+    assert entry == {
+        "time": entry["time"],
+        "level": "INFO",
+        "logger": "gateway.access",
+        "message": f'PO"ST {path} 404',
+        "pid": os.getpid(),
+        "request_id": 'rid"\n',
+        "method": 'PO"ST',
+        "path": path,
+        "status": 404,
+        "duration_ms": 12.35,
+        "component": 'part"1',
+    }
+    written = datetime.fromisoformat(entry["time"])
+    assert before - timedelta(milliseconds=1) <= written <= datetime.now(UTC)
+
+
+def test_access_lines_carry_the_pid_of_a_forked_child(restored_logging: None) -> None:
+    """The process id is read once, and again in a child after a fork."""
+    logging.getLogger().setLevel(logging.INFO)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        try:
+            stream = StringIO()
+            access = AccessLog("json", stream)
+            access._scheduled = True  # no loop here: flushed below
+            access.write("GET", "/healthz", 200, 0.001, "rid")
+            access.flush()
+            os.write(write, stream.getvalue().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        output = pipe.read()
+    os.waitpid(child, 0)
+    assert json.loads(output)["pid"] == child != os.getpid()
