@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway import fixtures
 from gateway.errors import UpstreamFailed, UpstreamRateLimited, UpstreamRejected
-from gateway.fleet import CacheEntry, Entries, Fleet, MemoryEntries
+from gateway.fleet import CacheEntry, Entries, Fleet, MemoryEntries, SingleFlight
 from gateway.plivo.client import Credential, PlivoClient, create_http_client
 from gateway.plivo.transport import HttpxUpstream
 from gateway.verify.sessions import CachePolicy, SessionService
@@ -271,3 +273,77 @@ async def test_logs_never_carry_the_token(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.DEBUG), pytest.raises(UpstreamFailed):
         await sessions.get(UUID)
     assert "leaky-token-value" not in caplog.text
+
+
+async def test_a_new_session_is_fetched_within_its_lookup_task() -> None:
+    """One task per new session (its lookup, which callers leaving does not cancel), not two."""
+    sessions = service(FakePlivo(), fresh_cache())
+    loop = asyncio.get_running_loop()
+    created: list[str] = []
+    default = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        created.append(coro.__qualname__)
+        if default is not None:
+            return default(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        assert (await sessions.get(UUID)).source == "miss"
+    finally:
+        loop.set_task_factory(default)
+    assert created == ["SessionService._lookup"]
+
+
+async def test_callers_with_their_own_lookups_join_one_fetch() -> None:
+    """Lookups are per caller; the fetch run within the first is joined by the others."""
+    plivo = FakePlivo(latency=0.05)
+    sessions = service(plivo, fresh_cache())
+    lookups = await asyncio.gather(
+        *(sessions.get(UUID, caller=f"key-{index}") for index in range(5))
+    )
+    assert len(plivo.calls) == 1
+    assert {lookup.source for lookup in lookups} == {"miss"}
+    assert {lookup.session.session_uuid for lookup in lookups if lookup.session} == {UUID}
+
+
+async def test_a_fetch_run_within_a_lookup_shares_its_failure_and_its_cancellation() -> None:
+    flights: SingleFlight[str, int] = SingleFlight()
+    release = asyncio.Event()
+
+    async def failing() -> int:
+        await release.wait()
+        raise UpstreamFailed("boom", method="GET", path="/x")
+
+    first = asyncio.create_task(flights.run_here("k", failing))
+    await eventually_true(lambda: flights.in_flight("k") is not None)
+    joined = flights.in_flight("k")
+    assert joined is not None
+    release.set()
+    with pytest.raises(UpstreamFailed):
+        await first
+    with pytest.raises(UpstreamFailed):
+        await joined
+    assert flights.in_flight("k") is None
+
+    async def slow() -> int:
+        await asyncio.sleep(60)
+        return 1
+
+    second = asyncio.create_task(flights.run_here("k", slow))
+    await eventually_true(lambda: flights.in_flight("k") is not None)
+    joined = flights.in_flight("k")
+    assert joined is not None
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert joined.cancelled()
+    assert flights.in_flight("k") is None
+
+
+async def eventually_true(condition: Callable[[], bool]) -> None:
+    """Wait, a loop turn at a time, until `condition` holds (or fail after 10 s)."""
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0)

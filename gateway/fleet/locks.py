@@ -22,13 +22,13 @@ class SingleFlight(Generic[K, T]):
     """Calls with the same key while one is in flight share its task (and its failure)."""
 
     def __init__(self, joined: Callable[[], None] | None = None) -> None:
-        self._tasks: dict[K, asyncio.Task[T]] = {}
+        self._tasks: dict[K, asyncio.Future[T]] = {}
         self._joined = joined
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def start(self, key: K, make: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+    def start(self, key: K, make: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """The task in flight for `key`, or a new one; runs on even if every caller leaves."""
         task = self._tasks.get(key)
         if task is not None:
@@ -44,11 +44,32 @@ class SingleFlight(Generic[K, T]):
         """Join or start the flight for `key`; a caller that is cancelled leaves it running."""
         return await asyncio.shield(self.start(key, make))
 
-    def in_flight(self, key: K) -> asyncio.Task[T] | None:
-        """The task in flight for `key`, if any."""
+    async def run_here(self, key: K, make: Callable[[], Awaitable[T]]) -> T:
+        """Fly for `key` in the calling task, not a task of its own; others join it as they
+        join a task. For a caller that runs on whatever its own callers do (a flight of
+        another SingleFlight): a new session's fetch within its lookup, one task less.
+        `key` must not be in flight (`in_flight`, then `start` to join).
+        """
+        assert key not in self._tasks, "run_here for a key already in flight"
+        flight: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._tasks[key] = flight
+        flight.add_done_callback(lambda done: self._landed(key, done))
+        try:
+            result = await make()
+        except asyncio.CancelledError:
+            flight.cancel()
+            raise
+        except BaseException as exc:
+            flight.set_exception(exc)
+            raise
+        flight.set_result(result)
+        return result
+
+    def in_flight(self, key: K) -> asyncio.Future[T] | None:
+        """The flight for `key`, if any."""
         return self._tasks.get(key)
 
-    def _landed(self, key: K, task: asyncio.Task[T]) -> None:
+    def _landed(self, key: K, task: asyncio.Future[T]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]
         if not task.cancelled():

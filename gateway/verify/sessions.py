@@ -22,7 +22,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -288,14 +288,25 @@ class SessionService:
                 retry_after=round(claim.wait, 3),
             )
             return self._stale_instead(uuid, entry, error, retry_in=claim.wait)
-        if self._fetches.in_flight(key) is not None:  # joined a fetch begun meanwhile
+
+        def fetch() -> Awaitable[Lookup]:
+            return self._fetch(key, uuid, claim, demand, token)
+
+        flight = self._fetches.in_flight(key)
+        if flight is not None:  # a fetch begun meanwhile: join it
             await self._entries.release(key, token)
-        task = self._fetches.start(key, lambda: self._fetch(key, uuid, claim, demand, token))
+            flight = self._fetches.start(key, fetch)
         stale = self._servable(entry, fresh_only)
         if stale is not None:
-            return stale  # the fetch goes on in the background
+            if flight is None:
+                self._fetches.start(key, fetch)  # the fetch goes on in the background
+            return stale
         try:
-            return await asyncio.shield(task)
+            if flight is not None:
+                return await asyncio.shield(flight)
+            # This runs in the lookup's own task, which runs on whatever its callers do
+            # (SingleFlight): the fetch needs no task of its own.
+            return await self._fetches.run_here(key, fetch)
         except STALE_IF_ERROR as exc:
             return self._stale_instead(uuid, entry, exc)
 
