@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 
@@ -117,6 +118,22 @@ def test_the_cache_is_bounded() -> None:
     assert len(cache) == 2
     assert cache.get(b"a") is None
     assert cache.get(b"c") is not None
+
+
+def test_the_hits_of_one_millisecond_share_a_body_and_the_next_one_ages() -> None:
+    cache = ResponseCache(max_entries=2)
+    cache.put(b"a", {"session": None}, {DOCS: (1000.0, 1e12)}, "op")
+    entry = cache.get(b"a")
+    assert entry is not None
+    first = entry.body(1001.2341)
+    assert entry.body(1001.2344) is first  # the same millisecond: made once
+    assert json.loads(first)["extensions"]["cache"][DOCS] == {"status": "hit", "age": 1.234}
+    later = json.loads(entry.body(1001.2356))
+    assert later == {
+        "data": {"session": None},
+        "extensions": {"cache": {DOCS: later["extensions"]["cache"][DOCS]}},
+    }
+    assert later["extensions"]["cache"][DOCS] == {"status": "hit", "age": 1.236}
 
 
 def test_nothing_without_sessions_or_with_the_cache_off_is_kept() -> None:

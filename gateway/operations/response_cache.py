@@ -18,8 +18,8 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import orjson
 
@@ -89,11 +89,21 @@ class CachedResponse:
     label: str
     etag: str
     changing: bool = False
+    # The last body made, and the millisecond it was made for: ages are given to the
+    # millisecond, so the hits of one millisecond share one body (made once, not each).
+    _last: list[Any] = field(default_factory=lambda: [None, b""], compare=False, repr=False)
 
     def body(self, now: float) -> bytes:
         """The response body as normal execution would give it now (every copy a hit)."""
+        millisecond = round(now * 1000)
+        last = self._last
+        if last[0] == millisecond:
+            return cast(bytes, last[1])
+        now = millisecond / 1000
         report = {uuid: {"status": "hit", "age": round(now - at, 3)} for uuid, at in self.stored_at}
-        return b'{"data":' + self.data + b',"extensions":' + orjson.dumps({"cache": report}) + b"}"
+        body = b'{"data":' + self.data + b',"extensions":' + orjson.dumps({"cache": report}) + b"}"
+        last[0], last[1] = millisecond, body
+        return body
 
 
 class ResponseCache:
