@@ -470,6 +470,7 @@ def _uvicorn_options(settings: Settings, host: str, port: int) -> dict[str, Any]
         "host": host,
         "port": port,
         "http": JoinedWritesProtocol,  # each response one write (gateway/web/protocol.py)
+        "server_header": False,  # no "server: uvicorn": nothing to fingerprint, a header less
         "access_log": False,
         "log_config": None,
         "log_level": settings.log_level.lower(),  # uvicorn sets its loggers' levels too
@@ -622,6 +623,7 @@ def _demo_server(app: ASGIApp, settings: Settings) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         http=JoinedWritesProtocol,
+        server_header=False,
         access_log=False,
         log_config=None,
         log_level=settings.log_level.lower(),

@@ -430,6 +430,7 @@ def test_serve_logs_at_gateway_log_level(level: str, simulator: Simulator, tmp_p
         body = {"query": QUERY, "variables": {"uuid": UUID}}
         answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json=body, timeout=10)
         assert answer.json().get("errors") is None
+        assert "server" not in answer.headers  # serve names no server (server_header=False)
         if level == "DEBUG":  # the session was read from Plivo: the client says so, at DEBUG
             deadline = time.monotonic() + 10
             while not client_debug_line():

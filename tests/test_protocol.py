@@ -104,8 +104,12 @@ def test_serve_and_the_demo_run_the_joined_writes_protocol() -> None:
     from gateway.config import Settings
 
     settings = Settings(plivo_auth_id="MAODZKMDFJMJU3MTEYNG", plivo_auth_token="tok")
-    assert cli._uvicorn_options(settings, "127.0.0.1", 1)["http"] is JoinedWritesProtocol
-    assert cli._demo_server(lambda *args: None, settings).config.http is JoinedWritesProtocol  # type: ignore[arg-type]
+    options = cli._uvicorn_options(settings, "127.0.0.1", 1)
+    assert options["http"] is JoinedWritesProtocol
+    assert options["server_header"] is False  # nothing to fingerprint the server by
+    demo = cli._demo_server(lambda *args: None, settings).config  # type: ignore[arg-type]
+    assert demo.http is JoinedWritesProtocol
+    assert demo.server_header is False
 
 
 async def streamed(scope: Scope, receive: Receive, send: Send) -> None:
