@@ -8,8 +8,9 @@
 #   bench/peers.sh [TARGET...]   default: gateway gateway-docid apollo apollo-respcache
 #
 # Env: PEERS (the harness to copy; ../shared/peers beside the project), SCRATCH (a folder to copy
-# it into and reuse across runs; a new temporary one by default), REPEATS (3), and everything the
-# harness reads (DURATION, CONNECTIONS, GATEWAY_CPU, LOAD_CPU, ...). Needs wrk, node and npm.
+# it into and reuse across runs; a new temporary one by default), REPEATS (3), RSS_SECONDS (60:
+# after the harness, S2 that long on a new gateway, its RSS every 10 s; 0: none), and everything
+# the harness reads (DURATION, CONNECTIONS, GATEWAY_CPU, LOAD_CPU, ...). Needs wrk, node, npm.
 set -euo pipefail
 project="$(cd "$(dirname "$0")/.." && pwd)"
 source_dir="${PEERS:-$project/../shared/peers}"
@@ -50,3 +51,29 @@ targets=("$@")
 ((${#targets[@]})) || targets=(gateway gateway-docid apollo apollo-respcache)
 echo "peers harness in $scratch/peers; results in $scratch/peers/results"
 PROJECT_DIR="$project" REPEATS="${REPEATS:-3}" ./run-all.sh "${targets[@]}"
+
+# RSS over a long S2: a new gateway (production configuration), new uuids throughout.
+rss_seconds="${RSS_SECONDS:-60}"
+((rss_seconds > 0)) || exit 0
+. ./common.sh
+upstream_log="$(mktemp)"
+upstream/start.sh > "$upstream_log" 2>&1 &
+upstream=$!
+for _ in $(seq 1 40); do curl -sf -o /dev/null "$UPSTREAM_URL/__stats" && break; sleep 0.25; done
+PROJECT_DIR="$project" gateway/start.sh default > run/gateway-rss.log 2>&1 &
+gateway=$!
+trap 'kill "$gateway" "$upstream" 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do curl -sf -o /dev/null http://127.0.0.1:4040/readyz && break; sleep 0.5; done
+gateway_pid="$(pgrep -P "$gateway" -f 'serve' || echo "$gateway")"
+run_id=$(((RANDOM << 15 | RANDOM) % 0x70000000 + 0x10000000))
+taskset -c "$LOAD_CPU" wrk -t1 -c"${CONNECTIONS:-50}" -d"${rss_seconds}s" -s driver/bench.lua \
+  http://127.0.0.1:4040/graphql -- bodies/apollo.json cold "$run_id" > run/rss-wrk.log &
+load=$!
+samples=()
+for ((t = 0; t <= rss_seconds; t += 10)); do
+  samples+=("${t}s $(($(awk '/^VmRSS/{print $2}' "/proc/$gateway_pid/status") / 1024)) MiB")
+  ((t < rss_seconds)) && sleep 10
+done
+wait "$load"
+echo "RSS of the gateway over ${rss_seconds} s of S2: ${samples[*]}"
+echo "S2 over that time: $(grep -o '"rps":[0-9.]*,' run/rss-wrk.log) $(grep -o '"bad_body":[0-9]*' run/rss-wrk.log)"
