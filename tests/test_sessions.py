@@ -343,7 +343,9 @@ async def test_a_fetch_run_within_a_lookup_shares_its_failure_and_its_cancellati
 
 
 async def eventually_true(condition: Callable[[], bool]) -> None:
-    """Wait, a loop turn at a time, until `condition` holds (or fail after 10 s)."""
-    async with asyncio.timeout(10):
-        while not condition():
-            await asyncio.sleep(0)
+    """Wait until `condition` holds (or fail after 10 s)."""
+
+    async def check() -> bool:
+        return condition()
+
+    await eventually(check)
