@@ -160,3 +160,30 @@ def test_connection_close_sends_the_whole_response_before_closing() -> None:
         response = exchange(port, request, until_close=True)
     assert response.count(b"x" * 70_000) == 2
     assert response.endswith(b"0\r\n\r\n")
+
+
+async def at_once(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app answering whole at once, as a response-cache hit does."""
+    if scope["type"] != "http":
+        return
+    body = b'{"ok":true}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"11")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_answer() -> None:
+    """`shutdown(SHUT_WR)` after the request (socat does it): the transport closes once the
+    loop reads the end of stream, so the answer must not wait for the end of the loop turn."""
+    answered = 0
+    with serve_in_thread(at_once) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                sock.shutdown(socket.SHUT_WR)
+                received = b""
+                while chunk := sock.recv(65_536):
+                    received += chunk
+            answered += received.startswith(b"HTTP/1.1 200") and received.endswith(b'{"ok":true}')
+    assert answered == 30
