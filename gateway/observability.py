@@ -126,6 +126,12 @@ def _json(text: str) -> str:
     return orjson.dumps(text).decode()
 
 
+def _printable(text: str) -> str:
+    """`text` for a text line: escaped (backslashes) when it holds anything unprintable, so
+    that a request's path (with `%0a` in it, say) cannot start a line of its own."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 _process_id = os.getpid()  # read once: each call is a system call
 
 
@@ -184,7 +190,7 @@ class AccessLog:
         else:
             line = (
                 f"{_label()}{self._second_text.replace('T', ' ')},{millis:03d} INFO"
-                f" gateway.access [{rid}] {method} {path} {status} {duration} ms"
+                f" gateway.access [{rid}] {method} {_printable(path)} {status} {duration} ms"
             )
         self._lines.append(line)
         self._size += len(line)

@@ -490,3 +490,19 @@ def test_access_lines_carry_the_pid_of_a_forked_child(restored_logging: None) ->
         output = pipe.read()
     os.waitpid(child, 0)
     assert json.loads(output)["pid"] == child != os.getpid()
+
+
+async def test_a_text_access_line_is_one_line_whatever_the_path(restored_logging: None) -> None:
+    """A path with a newline (`%0a`) or other control characters cannot forge a line."""
+    logging.getLogger().setLevel(logging.INFO)
+    stream = StringIO()
+    access = AccessLog("text", stream)
+    forged = "/graphql\n2026-01-01 00:00:00,000 INFO gateway.access [x] GET /admin 200 1 ms\r\x00"
+    access.write("GET", forged, 404, 0.001, "rid-1")
+    access.write("GET", "/graphql/é", 200, 0.001, "rid-2")  # printable: as it is
+    access.flush()
+    first, second = stream.getvalue().split("\n")[:-1]
+    assert first.endswith(" 404 1.0 ms")
+    assert "/graphql\\n2026-01-01" in first
+    assert "\\r\\x00" in first
+    assert second.endswith("GET /graphql/é 200 1.0 ms")
