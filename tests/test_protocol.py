@@ -187,3 +187,31 @@ def test_a_client_that_half_closes_after_its_request_gets_the_answer() -> None:
                     received += chunk
             answered += received.startswith(b"HTTP/1.1 200") and received.endswith(b'{"ok":true}')
     assert answered == 30
+
+
+def test_pipelined_requests_are_answered_whole_and_in_order() -> None:
+    """Requests sent back to back on one connection: each answer framed, none joined wrongly."""
+    paths = [f"/{index}" for index in range(20)]
+
+    async def echo_path(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = scope["path"].encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    with serve_in_thread(echo_path) as url:
+        port = int(url.rsplit(":", 1)[1])
+        requests = b"".join(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode() for path in paths)
+        last = b"GET /last HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        received = exchange(port, requests + last, until_close=True)
+    bodies = []
+    rest = received
+    while rest:
+        head, _, rest = rest.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        bodies.append(rest[:length].decode())
+        rest = rest[length:]
+    assert bodies == [*paths, "/last"]
