@@ -56,8 +56,7 @@ PROJECT_DIR="$project" REPEATS="${REPEATS:-3}" ./run-all.sh "${targets[@]}"
 rss_seconds="${RSS_SECONDS:-60}"
 ((rss_seconds > 0)) || exit 0
 . ./common.sh
-upstream_log="$(mktemp)"
-upstream/start.sh > "$upstream_log" 2>&1 &
+upstream/start.sh > run/upstream-rss.log 2>&1 &
 upstream=$!
 for _ in $(seq 1 40); do curl -sf -o /dev/null "$UPSTREAM_URL/__stats" && break; sleep 0.25; done
 PROJECT_DIR="$project" gateway/start.sh default > run/gateway-rss.log 2>&1 &

@@ -40,7 +40,7 @@ from gateway.observability import configure_logging, raise_descriptor_limit, wri
 from gateway.schema import exported_sdl
 from gateway.simulator import SimulatorSettings, create_simulator
 from gateway.simulator.faults import Fault
-from gateway.web.protocol import JoinedWritesProtocol
+from gateway.web.protocol import HTTP_SERVING
 
 logger = logging.getLogger("gateway")
 PROG = "plivo-gateway"
@@ -469,8 +469,7 @@ def _uvicorn_options(settings: Settings, host: str, port: int) -> dict[str, Any]
     return {
         "host": host,
         "port": port,
-        "http": JoinedWritesProtocol,  # each response one write (gateway/web/protocol.py)
-        "server_header": False,  # no "server: uvicorn": nothing to fingerprint, a header less
+        **HTTP_SERVING,  # each response one write, no Server header (gateway/web/protocol.py)
         "access_log": False,
         "log_config": None,
         "log_level": settings.log_level.lower(),  # uvicorn sets its loggers' levels too
@@ -622,8 +621,7 @@ def _demo_environment(
 def _demo_server(app: ASGIApp, settings: Settings) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
-        http=JoinedWritesProtocol,
-        server_header=False,
+        **HTTP_SERVING,
         access_log=False,
         log_config=None,
         log_level=settings.log_level.lower(),

@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
-from gateway.web.protocol import JoinedWritesProtocol
+from gateway.web.protocol import HTTP_SERVING
 
 COMMAND = str(Path(sys.executable).with_name("plivo-gateway"))
 
@@ -44,7 +44,7 @@ def serve_in_thread(app: ASGIApp, *, lifespan: bool = False) -> Iterator[str]:
     sock = loopback_socket()
     config = uvicorn.Config(
         app,
-        http=JoinedWritesProtocol,  # as `serve` runs
+        **HTTP_SERVING,  # as `serve` runs
         log_config=None,
         access_log=False,
         lifespan="on" if lifespan else "off",

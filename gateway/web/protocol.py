@@ -85,3 +85,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         """The client's end of stream: what is kept goes out before the transport closes."""
         self._joined.flush()
         super().eof_received()
+
+
+# How every server of the gateway runs uvicorn's HTTP (`serve`, `demo`, the tests' servers):
+# each response one write, and no `server: uvicorn` header (nothing to fingerprint).
+HTTP_SERVING: dict[str, Any] = {"http": JoinedWritesProtocol, "server_header": False}
